@@ -1,0 +1,1 @@
+"""Subcommand groups of the `torswitch` command, one module each (see torswitch.cli)."""

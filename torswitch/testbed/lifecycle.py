@@ -1,0 +1,460 @@
+"""Bringing a testbed instance up and down, and reporting on it.
+
+`up`:  check prerequisites -> namespaces, veths, bridges, uplink shaping -> render configs ->
+       format the NameNode -> start the NameNode and all DataNodes (one JVM each, in parallel)
+       -> wait until the NameNode reports every DataNode live and safe mode off.
+       Any failure tears down what was built (logs stay) and raises.
+`down`: stop the testbed's JVMs (found by PID and by command-line marker), stop anything else
+       still inside its namespaces, delete the namespaces; no state needed, so it also cleans
+       up after a crashed `up`. Idempotent.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from torswitch.testbed import config, hadoop, netns, topology
+from torswitch.testbed.errors import AlreadyUp, NotReady, NotUp, StartupFailed, TestbedError
+from torswitch.testbed.jmx import (
+    DATANODE_ACTIVITY,
+    NAMENODE_INFO,
+    NAMESYSTEM_STATE,
+    JmxError,
+    JmxReader,
+    read_counters,
+)
+from torswitch.testbed.state import RunDir, State, repo_root
+from torswitch.testbed.units import format_rate
+
+READY_TIMEOUT_S = 180.0
+FORMAT_TIMEOUT_S = 120.0
+
+
+@dataclass(frozen=True)
+class UpOptions:
+    """What `up` builds. `rate_bps` in bit/s, `delay_ms` one-way in ms, `block_size` bytes."""
+
+    datanodes: int = 3
+    rate_bps: int = 10**9
+    delay_ms: float = 0.2
+    block_size: int = 8 << 20
+    replication: int = 1
+    clients: int = topology.DEFAULT_CLIENTS
+
+
+@dataclass
+class UpReport:
+    """What `up` measured: seconds to ready, JVM RSS in bytes, and warnings to show."""
+
+    state: State
+    seconds: float
+    jvm_rss_bytes: int
+    warnings: list[str] = field(default_factory=list)
+
+
+def check_prerequisites() -> tuple[str, str]:
+    """Root, iproute2, tc and ethtool present; returns (java path, Hadoop lib dir).
+
+    Raises `NotReady` naming what is missing.
+    """
+    if os.geteuid() != 0:
+        raise NotReady("the testbed needs root (network namespaces); run it as root")
+    for tool, package in (("ip", "iproute2"), ("tc", "iproute2"), ("ethtool", "ethtool")):
+        if shutil.which(tool) is None:
+            raise NotReady(f"{tool} not found: install the Debian package {package} (make deps)")
+    return hadoop.find_java(), str(hadoop.hadoop_lib())
+
+
+def topology_of(state: State) -> topology.Topology:
+    """The topology a state file describes (re-planned from its options)."""
+    return topology.plan(
+        state.instance,
+        datanodes=int(state.options["datanodes"]),
+        clients=int(state.options.get("clients", topology.DEFAULT_CLIENTS)),
+    )
+
+
+def namenode_jmx(topo: topology.Topology) -> JmxReader:
+    """JMX of the NameNode, read from its own namespace."""
+    nn = topo.by_role("namenode")[0]
+    return JmxReader(nn.namespace, str(nn.address), config.NN_HTTP_PORT)
+
+
+def datanode_jmx(topo: topology.Topology, name: str) -> JmxReader:
+    """JMX of DataNode `name`, read from its own namespace."""
+    dn = topo.host(name)
+    return JmxReader(dn.namespace, str(dn.address), config.DN_HTTP_PORT)
+
+
+def _render(run: RunDir, topo: topology.Topology, opts: UpOptions, java: str, lib: str) -> None:
+    """Write every conf dir, hosts file and the hdfs launcher into the run directory."""
+    template_dir = repo_root() / "hadoop-conf"
+    settings = config.ClusterSettings(opts.block_size, opts.replication)
+    conf_root, data_root = run.path / "conf", run.path / "data"
+    processes = [(h.name, h) for h in topo.hosts if h.role in ("namenode", "datanode")]
+    processes.append(("client", topo.by_role("client")[0]))
+    for process, host in processes:
+        values = config.process_values(
+            topo, settings, process=process, host=host, conf_root=conf_root, data_root=data_root
+        )
+        config.write_conf_dir(template_dir, run.conf_dir(process), values)
+    for h in topo.hosts:
+        path = run.hosts_file(h.name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(config.hosts_file_text(topo, h))
+    launcher = run.bin_dir / "hdfs"
+    launcher.write_text(
+        hadoop.launcher_script(
+            hadoop.LauncherPaths(
+                java=java,
+                lib=Path(lib),
+                client_conf=run.conf_dir("client"),
+                hosts_dir=run.path / "hosts",
+                instance=topo.instance,
+            )
+        )
+    )
+    launcher.chmod(0o755)
+
+
+def _daemon_argv(
+    run: RunDir, topo: topology.Topology, java: str, lib: str, process: str, role: str,
+    main_class: str, args: tuple[str, ...] = (), log: bool = True,
+) -> list[str]:
+    """The java command line of `process` (its conf dir, hosts file and log)."""
+    return hadoop.java_argv(
+        java=java,
+        role=role,
+        instance=topo.instance,
+        process=process,
+        conf_dir=run.conf_dir(process),
+        hosts_file=run.hosts_file(topo.host(process).name),
+        lib=Path(lib),
+        main_class=main_class,
+        args=args,
+        log_dir=run.log_dir if log else None,
+    )
+
+
+def _wait_ready(
+    run: RunDir,
+    state: State,
+    topo: topology.Topology,
+    on_live: Callable[[int], None],
+    timeout: float = READY_TIMEOUT_S,
+) -> None:
+    """Poll the NameNode until all DataNodes are live and safe mode is off.
+
+    `on_live` is told the live count whenever it changes. Raises `StartupFailed` if a daemon
+    exits or `timeout` (seconds) passes.
+    """
+    jmx = namenode_jmx(topo)
+    want = len(topo.by_role("datanode"))
+    deadline = time.monotonic() + timeout
+    last = -1
+    while True:
+        for record in state.daemons:
+            if not hadoop.is_running(record, state.instance):
+                log = run.log_dir / f"{record.name}.log"
+                out = run.log_dir / f"{record.name}.out"
+                raise StartupFailed(
+                    f"{record.name} (pid {record.pid}) exited during start-up; see {log} and "
+                    f"{out}:\n{hadoop.tail(log) or hadoop.tail(out)}"
+                )
+        try:
+            live = int(jmx.bean(NAMESYSTEM_STATE).get("NumLiveDataNodes", 0))
+            if live != last:
+                on_live(live)
+                last = live
+            if live >= want and jmx.bean(NAMENODE_INFO).get("Safemode", "x") == "":
+                return
+        except JmxError:
+            pass  # the NameNode's HTTP server is not listening yet
+        if time.monotonic() > deadline:
+            raise StartupFailed(
+                f"only {max(last, 0)} of {want} DataNodes live after {timeout:.0f} s; "
+                f"see the logs in {run.log_dir}"
+            )
+        time.sleep(0.25)
+
+
+def up(
+    instance: str,
+    opts: UpOptions,
+    *,
+    progress: bool = True,
+    owner_pid: int | None = None,
+    run: RunDir | None = None,
+) -> UpReport:
+    """Build and start testbed `instance`; returns what was measured.
+
+    `owner_pid` marks the process that owns the instance (the pytest session), so that
+    another session can tell a live instance from a stale one. Raises `AlreadyUp` if any part
+    of the instance exists, `NotReady` if a prerequisite is missing, `BadValue`/`ConfigError`
+    for bad options, and `StartupFailed` if a step fails (after tearing down what it built).
+    """
+    run = run or RunDir(instance)
+    topo = topology.plan(instance, opts.datanodes, opts.clients)
+    config.ClusterSettings(opts.block_size, opts.replication).validate(opts.datanodes)
+    shaping = topology.Shaping(opts.rate_bps, opts.delay_ms)
+    topology.shaping_commands(topo, shaping)  # validates before anything is built
+    with run.lock():
+        java, lib = check_prerequisites()
+        leftovers = topology.instance_namespaces(instance)
+        jvms = hadoop.testbed_jvms(instance)
+        if run.state_file.exists() or leftovers or jvms:
+            raise AlreadyUp(
+                f"testbed {instance!r} is already up (or was not taken down: "
+                f"{len(leftovers)} namespace(s), {len(jvms)} JVM(s)); run "
+                f"`torswitch testbed down --instance {instance}` first"
+            )
+        steps = 5 + opts.datanodes
+        bar = tqdm(total=steps, desc="network", unit="step", disable=not progress, leave=False)
+        started = time.monotonic()
+        try:
+            return _up_locked(run, topo, opts, shaping, java, lib, owner_pid, bar, started)
+        except BaseException:
+            bar.close()
+            _teardown(instance, run)
+            raise
+        finally:
+            bar.close()
+
+
+def _up_locked(
+    run: RunDir,
+    topo: topology.Topology,
+    opts: UpOptions,
+    shaping: topology.Shaping,
+    java: str,
+    lib: str,
+    owner_pid: int | None,
+    bar: tqdm[Any],
+    started: float,
+) -> UpReport:
+    warnings: list[str] = []
+    run.prepare()
+    state = State(
+        instance=topo.instance,
+        started_at=time.time(),
+        options={
+            "datanodes": opts.datanodes,
+            "clients": opts.clients,
+            "block_size": opts.block_size,
+            "replication": opts.replication,
+            "uplink_rate_bps": opts.rate_bps,
+            "uplink_delay_ms": opts.delay_ms,
+        },
+        hosts=[state_host(h) for h in topo.hosts],
+        java=java,
+        hadoop_lib=lib,
+        owner_pid=owner_pid,
+    )
+    run.save(state)
+    topology.apply(topology.build_commands(topo))
+    shaper = topology.apply_shaping(topo, shaping)
+    state.options["shaper"] = shaper
+    if shaper != "netem" and opts.delay_ms > 0:
+        warnings.append(
+            f"this kernel has no netem qdisc: the uplink is rate-limited to "
+            f"{format_rate(opts.rate_bps)} (tbf) but its {opts.delay_ms:g} ms delay is not "
+            "emulated"
+        )
+    bar.update()
+    bar.set_description("configuration")
+    _render(run, topo, opts, java, lib)
+    run.save(state)
+    bar.update()
+
+    bar.set_description("format NameNode")
+    nn = topo.by_role("namenode")[0]
+    fmt = _daemon_argv(
+        run, topo, java, lib, nn.name, "namenode", hadoop.NAMENODE_CLASS,
+        ("-format", "-force", "-nonInteractive", "-clusterid", f"testbed-{topo.instance}"),
+    )
+    hadoop.run_tool(fmt, nn.namespace, run.log_dir / "format.out", FORMAT_TIMEOUT_S)
+    bar.update()
+
+    bar.set_description("start daemons")
+    for host in [nn, *topo.by_role("datanode")]:
+        role = host.role
+        main = hadoop.NAMENODE_CLASS if role == "namenode" else hadoop.DATANODE_CLASS
+        argv = _daemon_argv(run, topo, java, lib, host.name, role, main)
+        state.daemons.append(
+            hadoop.start_daemon(
+                argv, host.namespace, run.log_dir / f"{host.name}.out",
+                name=host.name, host=host.name, main_class=main,
+            )
+        )
+        run.save(state)
+    bar.update()
+
+    want = opts.datanodes
+    bar.set_description(f"DataNodes live 0/{want}")
+    done = [0]
+
+    def on_live(n: int) -> None:
+        bar.set_description(f"DataNodes live {n}/{want}")
+        if n > done[0]:
+            bar.update(min(n, want) - done[0])
+            done[0] = min(n, want)
+
+    _wait_ready(run, state, topo, on_live)
+    bar.update(bar.total - bar.n)
+    seconds = time.monotonic() - started
+    rss = sum(hadoop.rss_bytes(d.pid) for d in state.daemons)
+    state.ready_seconds = round(seconds, 2)
+    state.jvm_rss_bytes = rss
+    run.save(state)
+    return UpReport(state=state, seconds=seconds, jvm_rss_bytes=rss, warnings=warnings)
+
+
+@dataclass
+class DownReport:
+    """What `down` found and removed."""
+
+    jvms_stopped: int = 0
+    jvms_killed: int = 0
+    other_processes: int = 0
+    namespaces_removed: list[str] = field(default_factory=list)
+
+    @property
+    def was_up(self) -> bool:
+        return bool(self.jvms_stopped or self.other_processes or self.namespaces_removed)
+
+
+def _teardown(instance: str, run: RunDir) -> DownReport:
+    report = DownReport()
+    pids: set[int] = set(hadoop.testbed_jvms(instance))
+    try:
+        state = run.load()
+        pids |= {d.pid for d in state.daemons if hadoop.is_running(d, instance)}
+    except NotUp:
+        pass
+    report.jvms_stopped = len(pids)
+    report.jvms_killed = len(hadoop.stop_pids(pids))
+    namespaces = topology.instance_namespaces(instance)
+    # Anything else still inside our namespaces (a shell from `testbed exec`, a hung client)
+    # would keep the namespace, and so its veths, alive after `ip netns del`.
+    strays = {pid for ns in namespaces for pid in netns.pids(ns)} - {os.getpid()}
+    report.other_processes = len(strays)
+    hadoop.stop_pids(strays, grace=3.0)
+    for ns in namespaces:
+        netns.delete(ns)
+        report.namespaces_removed.append(ns)
+    left = topology.instance_namespaces(instance)
+    if left:
+        raise TestbedError(f"could not remove namespace(s) {', '.join(left)}")
+    run.forget()
+    return report
+
+
+def down(instance: str, *, run: RunDir | None = None) -> DownReport:
+    """Stop everything of `instance` and remove its namespaces. Idempotent.
+
+    Raises `InUse` if another process is starting or stopping the same instance, and
+    `TestbedError` if a namespace cannot be removed.
+    """
+    run = run or RunDir(instance)
+    with run.lock():
+        return _teardown(instance, run)
+
+
+@dataclass
+class StatusReport:
+    """Everything `status` shows; `problems` is empty when the instance is healthy."""
+
+    instance: str
+    run_dir: str
+    hosts: list[dict[str, Any]]
+    daemons: list[dict[str, Any]]
+    live_datanodes: int | None
+    safe_mode: str | None
+    uplink: dict[str, Any] | None
+    datanode_reads: dict[str, dict[str, int]]
+    options: dict[str, Any]
+    ready_seconds: float | None
+    jvm_rss_bytes: int
+    problems: list[str]
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def status(instance: str, *, run: RunDir | None = None) -> StatusReport:
+    """Inspect `instance`: namespaces, daemons, live DataNodes, read counters, shaping.
+
+    Raises `NotUp` if it has no state at all; a partly broken instance is reported with its
+    `problems` listed instead.
+    """
+    run = run or RunDir(instance)
+    state = run.load()
+    topo = topology_of(state)
+    problems: list[str] = []
+    hosts = []
+    for h in topo.hosts:
+        present = netns.exists(h.namespace)
+        if not present:
+            problems.append(f"namespace {h.namespace} is missing")
+        hosts.append({**state_host(h), "namespace_present": present})
+    daemons = []
+    rss = 0
+    for d in state.daemons:
+        running = hadoop.is_running(d, instance)
+        if not running:
+            problems.append(f"{d.name} (pid {d.pid}) is not running")
+        mem = hadoop.rss_bytes(d.pid) if running else 0
+        rss += mem
+        daemons.append({"name": d.name, "host": d.host, "pid": d.pid, "running": running,
+                        "rss_bytes": mem})
+    live: int | None = None
+    safe_mode: str | None = None
+    try:
+        jmx = namenode_jmx(topo)
+        live = int(jmx.bean(NAMESYSTEM_STATE).get("NumLiveDataNodes", 0))
+        safe_mode = str(jmx.bean(NAMENODE_INFO).get("Safemode", ""))
+        want = len(topo.by_role("datanode"))
+        if live < want:
+            problems.append(f"only {live} of {want} DataNodes live")
+    except (JmxError, FileNotFoundError) as exc:
+        problems.append(f"NameNode JMX unreachable: {exc}")
+    reads: dict[str, dict[str, int]] = {}
+    for dn in topo.by_role("datanode"):
+        try:
+            reads[dn.name] = read_counters(datanode_jmx(topo, dn.name).bean(DATANODE_ACTIVITY))
+        except (JmxError, FileNotFoundError) as exc:
+            problems.append(f"{dn.name} JMX unreachable: {exc}")
+    shaped = topology.read_shaping(topo)
+    uplink = (
+        {"shaper": shaped[0], "rate_bps": shaped[1].rate_bps, "delay_ms": shaped[1].delay_ms}
+        if shaped
+        else None
+    )
+    return StatusReport(
+        instance=instance,
+        run_dir=str(run.path),
+        hosts=hosts,
+        daemons=daemons,
+        live_datanodes=live,
+        safe_mode=safe_mode,
+        uplink=uplink,
+        datanode_reads=reads,
+        options=state.options,
+        ready_seconds=state.ready_seconds,
+        jvm_rss_bytes=rss,
+        problems=problems,
+    )
+
+
+def state_host(h: topology.Host) -> dict[str, Any]:
+    """A host as plain data."""
+    return {"name": h.name, "role": h.role, "namespace": h.namespace, "address": h.address,
+            "rack": h.rack}
