@@ -51,7 +51,7 @@ hadoop-jars: $(HADOOP_LIB_STAMP)
 
 $(HADOOP_LIB_STAMP): hadoop/pom.xml | deps
 	@echo "fetching Apache Hadoop jars from Maven Central into hadoop/lib (once)"
-	@rm -rf hadoop/lib
+	@rm -rf hadoop/lib hadoop/target
 	mvn -B -q -f hadoop/pom.xml package
 	@touch $@
 
@@ -87,6 +87,7 @@ bench: build
 	$(VENV)/bin/torswitch bench routing
 
 lint: build
+	$(PIP) install -q -e '.[dev]'
 	$(VENV)/bin/ruff check torswitch tests integration
 	$(VENV)/bin/mypy torswitch
 

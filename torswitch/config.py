@@ -143,7 +143,7 @@ def _mapping_items(where: _Where, node: yaml.Node, what: str, pool: str | None =
     if not isinstance(node, yaml.MappingNode):
         raise where.error(node, f"{what} must be a mapping", pool)
     seen: dict[str, yaml.Node] = {}
-    out = []
+    out: list[tuple[str, yaml.Node, yaml.Node]] = []
     for knode, vnode in node.value:
         if not isinstance(knode, yaml.ScalarNode):
             raise where.error(knode, f"{what}: keys must be plain strings", pool)
@@ -181,9 +181,10 @@ def loads(text: str, path: str = "<string>") -> Config:
         for key, knode, vnode in items:
             if key not in SECTIONS:
                 raise where.error(knode, f"unknown section {key!r} (known: {', '.join(sorted(SECTIONS))})")
-            if key == "torswitch":
-                if not (isinstance(vnode, yaml.ScalarNode) and vnode.value == str(CONFIG_VERSION)):
-                    raise where.error(vnode, f"unsupported config version {vnode.value!r} (this torswitch reads {CONFIG_VERSION})")
+            if key == "torswitch" and not (
+                isinstance(vnode, yaml.ScalarNode) and vnode.value == str(CONFIG_VERSION)
+            ):
+                raise where.error(vnode, f"unsupported config version {vnode.value!r} (this torswitch reads {CONFIG_VERSION})")
         pools_node = next((v for k, _, v in items if k == "memcached"), None)
         pools = _load_pools(where, pools_node) if pools_node is not None else {}
         return Config(path, pools, is_nutcracker=False)

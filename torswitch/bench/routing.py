@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> Report:
         c_batch = _rate(lambda r=ring: r.index_packed(packed, offsets), n, args.seconds)
         py_batch = _rate(lambda r=ring: r.index_batch(keys), n, args.seconds)
         py_single = _rate(lambda r=ring: [r.index(k) for k in single], len(single), args.seconds)
-        py_ref = _rate(lambda: [ref.lookup(k) for k in ref_keys], len(ref_keys), args.seconds / 2)
+        py_ref = _rate(lambda rr=ref: [rr.lookup(k) for k in ref_keys], len(ref_keys), args.seconds / 2)
         report.figures.update({
             f"c_batch_{count}_servers_lookups_per_s": c_batch,
             f"python_batch_{count}_servers_keys_per_s": py_batch,
