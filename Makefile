@@ -10,12 +10,12 @@ STAMPS := .stamps
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 APT_PACKAGES := dpdk libdpdk-dev pkg-config memcached nutcracker libmemcached-tools iproute2 \
-	nftables ethtool bridge-utils procps psmisc maven openjdk-17-jdk-headless
+	nftables ethtool bridge-utils procps psmisc maven openjdk-17-jdk-headless iputils-ping
 NATIVE_SOURCES := $(wildcard native/core/*.c native/include/tsw/*.h native/ffi/*)
 PYTEST := $(PY) -m pytest
 
 .PHONY: all build deps venv hadoop-jars proto test test-unit test-integration test-c debug demo bench \
-	lint clean distclean
+	lint clean distclean dataplane
 
 all: build
 
@@ -60,6 +60,10 @@ build: deps venv hadoop-jars
 proto: venv
 	$(PY) setup.py -q build_proto
 
+# The DPDK data plane (native/dataplane), against Debian's DPDK through pkg-config libdpdk.
+dataplane: deps
+	$(MAKE) -s -C native/dataplane
+
 # ---- tests ----------------------------------------------------------------------------------
 
 test-c:
@@ -71,11 +75,11 @@ debug:
 test-unit: build test-c
 	$(PYTEST) -q tests
 
-test-integration: build
+test-integration: build dataplane
 	$(PYTEST) -q integration
 
 # The README's test command: C known-answer tests, fast tests, then real peers.
-test: build test-c
+test: build test-c dataplane
 	$(PYTEST) -q tests integration
 
 # ---- the main job ---------------------------------------------------------------------------
@@ -92,7 +96,7 @@ lint: build
 	$(VENV)/bin/mypy torswitch
 
 clean:
-	rm -rf build native/tests/build torswitch/_core*.so torswitch/_core.c torswitch/api $(STAMPS)
+	rm -rf build native/tests/build native/dataplane/build torswitch/_core*.so torswitch/_core.c torswitch/api $(STAMPS)
 
 distclean: clean
 	rm -rf $(VENV) hadoop/lib

@@ -1,0 +1,296 @@
+"""The DPDK data plane switches real traffic between network namespaces and survives garbage.
+
+Topology (all namespaces prefixed dp6-, addresses 198.18.60.0/24):
+
+    dp6-h1 eth0 .1 ──veth── dp6p1 ┐
+    dp6-h2 eth0 .2 ──veth── dp6p2 ├─ tsw-dataplane (af_packet ports) in dp6-tor
+    dp6-h3 eth0 .3 ──veth── dp6p3 ┘   + net_tap port dp6tap0 (.254): the exception path
+
+Hosts' veths have transmit checksum offload off (tor-interception.md B.4). The data plane steers
+rack TCP to port 9866 to the tap, where an nftables redirect hands it to a listener in dp6-tor.
+Everything is torn down by the fixtures, also on failure. If DPDK cannot start, tests fail with
+its log; nothing is skipped.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from torswitch.dataplane import Dataplane, DataplaneConfig
+
+PREFIX = "dp6-"
+HOSTS = {f"{PREFIX}h{i}": f"198.18.60.{i}" for i in (1, 2, 3)}
+TOR = f"{PREFIX}tor"
+TAP = "dp6tap0"
+TAP_ADDR = "198.18.60.254"
+STEER_PORT = 9866
+ENGINE_PORT = 19866
+ECHO_PORT = 7000
+
+ECHO_SERVER = r"""
+import socket, sys, threading
+port = int(sys.argv[1])
+t = socket.socket(); t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+t.bind(("0.0.0.0", port)); t.listen(16)
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("0.0.0.0", port))
+def udp():
+    while True:
+        data, peer = u.recvfrom(65535); u.sendto(data, peer)
+threading.Thread(target=udp, daemon=True).start()
+print("ready", flush=True)
+while True:
+    c, _ = t.accept()
+    with c:
+        data = c.recv(65535)
+        c.sendall(data)
+"""
+
+# A stand-in for the block engine: reads the original destination (SO_ORIGINAL_DST, option 80)
+# and answers with it, so the test sees that the connection was intercepted.
+ENGINE = r"""
+import socket, struct, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", int(sys.argv[1]))); s.listen(16)
+print("ready", flush=True)
+while True:
+    c, _ = s.accept()
+    with c:
+        raw = c.getsockopt(socket.SOL_IP, 80, 16)
+        port, addr = struct.unpack_from("!H4s", raw, 2)
+        c.recv(100)
+        c.sendall(b"engine saw %s:%d" % (socket.inet_ntoa(addr).encode(), port))
+"""
+
+CLIENT = r"""
+import socket, sys
+proto, host, port, msg = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4].encode()
+if proto == "tcp":
+    with socket.create_connection((host, port), timeout=5) as s:
+        s.sendall(msg); print(s.recv(65535).decode())
+else:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(1)
+    for _ in range(5):
+        s.sendto(msg, (host, port))
+        try:
+            print(s.recv(65535).decode()); break
+        except socket.timeout:
+            pass
+    else:
+        sys.exit("no UDP answer")
+"""
+
+INJECT = r"""
+import socket, sys
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+s.bind(("eth0", 0))
+refused = 0
+for h in sys.argv[1:]:
+    try:
+        s.send(bytes.fromhex(h))
+    except OSError:  # the kernel may refuse frames shorter than an Ethernet header
+        refused += 1
+print(refused)
+"""
+
+
+def run(*argv: str, netns: str | None = None, check: bool = True,
+        timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    cmd = (["ip", "netns", "exec", netns] if netns else []) + list(argv)
+    res = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=timeout)
+    if check and res.returncode != 0:
+        raise AssertionError(f"{cmd} failed ({res.returncode}): {res.stdout}{res.stderr}")
+    return res
+
+
+def delete_namespaces() -> None:
+    names = run("ip", "netns", "list").stdout.split()
+    for name in names:
+        if name.startswith(PREFIX):
+            run("ip", "netns", "delete", name, check=False)
+
+
+@pytest.fixture(scope="module")
+def topology() -> Iterator[None]:
+    delete_namespaces()  # leftovers of a killed run
+    try:
+        run("ip", "netns", "add", TOR)
+        run("ip", "-n", TOR, "link", "set", "lo", "up")
+        for i, (ns, addr) in enumerate(HOSTS.items(), 1):
+            run("ip", "netns", "add", ns)
+            # Both ends are created inside our namespaces; nothing touches the host's interfaces.
+            run("ip", "-n", ns, "link", "add", "eth0", "type", "veth", "peer", "name",
+                f"dp6p{i}", "netns", TOR)
+            run("ip", "-n", ns, "addr", "add", f"{addr}/24", "dev", "eth0")
+            run("ip", "-n", ns, "link", "set", "lo", "up")
+            run("ip", "-n", ns, "link", "set", "eth0", "up")
+            run("ethtool", "-K", "eth0", "tx", "off", netns=ns)
+            run("ip", "-n", TOR, "link", "set", f"dp6p{i}", "up")
+        yield
+    finally:
+        delete_namespaces()
+
+
+class Daemon:
+    """A helper Python script running in a namespace until teardown; waits for 'ready'."""
+
+    def __init__(self, netns: str, script: str, *args: str) -> None:
+        self.proc = subprocess.Popen(
+            ["ip", "netns", "exec", netns, sys.executable, "-c", script, *args],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if line.strip() != "ready":
+            self.stop()
+            raise AssertionError(f"helper in {netns} failed: {line}{self.proc.stderr.read()}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+
+
+@pytest.fixture(scope="module")
+def dataplane(topology: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dataplane]:
+    config = DataplaneConfig(
+        rack_ifaces=[f"dp6p{i}" for i in (1, 2, 3)], tap_iface=TAP,
+        steer_tcp_ports=[STEER_PORT], netns=TOR, stats_interval_ms=100,
+        file_prefix="dp6-test")
+    dp = Dataplane(config, tmp_path_factory.mktemp("dataplane"))
+    dp.start()  # raises with DPDK's log if it cannot start: never a skip
+    try:
+        run("ip", "-n", TOR, "addr", "add", f"{TAP_ADDR}/24", "dev", TAP)
+        run("ip", "-n", TOR, "link", "set", TAP, "up")
+        yield dp
+    finally:
+        status = dp.stop()
+        print(dp.log_tail(60))
+        assert status == 0, f"data plane exited with {status}"
+
+
+@pytest.fixture(scope="module")
+def echo_servers(dataplane: Dataplane) -> Iterator[None]:
+    daemons: list[Daemon] = []
+    try:
+        for ns in HOSTS:
+            daemons.append(Daemon(ns, ECHO_SERVER, str(ECHO_PORT)))
+        yield
+    finally:
+        for d in daemons:
+            d.stop()
+
+
+PAIRS = list(itertools.permutations(HOSTS, 2))
+
+
+@pytest.mark.parametrize("src,dst", PAIRS)
+def test_ping(dataplane: Dataplane, src: str, dst: str) -> None:
+    res = run("ping", "-c", "2", "-i", "0.2", "-W", "2", HOSTS[dst], netns=src, check=False)
+    assert res.returncode == 0, res.stdout + res.stderr
+    dataplane.check()
+
+
+@pytest.mark.parametrize("proto", ["tcp", "udp"])
+@pytest.mark.parametrize("src,dst", PAIRS)
+def test_echo(dataplane: Dataplane, echo_servers: None, proto: str, src: str, dst: str) -> None:
+    msg = f"{proto}-{src}-{dst}-" + "x" * 1000
+    res = run(sys.executable, "-c", CLIENT, proto, HOSTS[dst], str(ECHO_PORT), msg, netns=src)
+    assert res.stdout.strip() == msg
+    dataplane.check()
+
+
+def test_counters_add_up(dataplane: Dataplane) -> None:
+    run("ping", "-c", "3", "-i", "0.2", "-W", "2", HOSTS[f"{PREFIX}h2"], netns=f"{PREFIX}h1")
+    c = dataplane.wait_counters()
+    p1 = c.port("dp6p1")
+    assert p1["rx_packets"] >= 3 and c.port("dp6p2")["tx_packets"] >= 3
+    assert c.totals["mac_learned"] >= 3
+    assert set(c.help) >= {"rx_packets", "tx_dropped", "rx_l3_malformed", "idle_sleeps"}
+
+
+def test_idle_backs_off(dataplane: Dataplane) -> None:
+    before = dataplane.wait_counters().totals["idle_sleeps"]
+    time.sleep(1)
+    after = dataplane.wait_counters().totals["idle_sleeps"]
+    assert after > before, "an idle data plane must sleep, not spin"
+
+
+def test_hdfs_port_steered_to_tap(dataplane: Dataplane, echo_servers: None) -> None:
+    run("nft", "add table ip dp6", netns=TOR)
+    try:
+        run("nft", "add chain ip dp6 pre { type nat hook prerouting priority -100 ; }",
+            netns=TOR)
+        run("nft", f'add rule ip dp6 pre iifname "{TAP}" tcp dport {STEER_PORT} '
+            f"redirect to :{ENGINE_PORT}", netns=TOR)
+        engine = Daemon(TOR, ENGINE, str(ENGINE_PORT))
+        try:
+            before = dataplane.wait_counters().port("dp6p1")["steered"]
+            dst = HOSTS[f"{PREFIX}h2"]
+            res = run(sys.executable, "-c", CLIENT, "tcp", dst, str(STEER_PORT), "read",
+                      netns=f"{PREFIX}h1")
+            assert res.stdout.strip() == f"engine saw {dst}:{STEER_PORT}"
+            assert dataplane.wait_counters().port("dp6p1")["steered"] > before
+        finally:
+            engine.stop()
+    finally:
+        run("nft", "delete table ip dp6", netns=TOR, check=False)
+    # Other TCP between the same hosts is still switched straight through.
+    res = run(sys.executable, "-c", CLIENT, "tcp", HOSTS[f"{PREFIX}h2"], str(ECHO_PORT), "hi",
+              netns=f"{PREFIX}h1")
+    assert res.stdout.strip() == "hi"
+
+
+def _mac(netns: str) -> bytes:
+    return bytes.fromhex(run("cat", "/sys/class/net/eth0/address", netns=netns)
+                         .stdout.strip().replace(":", ""))
+
+
+def _ipv4(version_ihl: int, total_length: int, body: int = 20) -> bytes:
+    hdr = bytes([version_ihl, 0]) + total_length.to_bytes(2, "big") + bytes(4)
+    hdr += bytes([64, 6, 0, 0]) + bytes([198, 18, 60, 1, 198, 18, 60, 2])
+    return hdr + bytes(max(0, body - 20))
+
+
+def test_garbage_frames_counted_not_fatal(dataplane: Dataplane, echo_servers: None) -> None:
+    h1 = f"{PREFIX}h1"
+    src, dst = _mac(h1), _mac(f"{PREFIX}h2")
+    eth = dst + src + b"\x08\x00"
+    malformed = [
+        eth + bytes(8),                        # IPv4 header truncated to 8 bytes
+        eth + _ipv4(0x42, 40, 40),             # IHL 2 (< 5)
+        eth + _ipv4(0x65, 40, 40),             # version 6 under the IPv4 ethertype
+        eth + _ipv4(0x45, 1400, 40),           # total length beyond the frame
+        eth + _ipv4(0x4F, 40, 40),             # IHL 15 (60 bytes) > total length 40
+    ]
+    rng = random.Random(6)
+    noise = [rng.randbytes(rng.randrange(14, 1500)) for _ in range(200)]
+    bad_src = sum(1 for f in noise if f[6] & 1 or f[6:12] == bytes(6))
+    runts = [b"\x01\x02\x03\x04\x05\x06\x07\x08\x09\x0a"]
+
+    before = dataplane.wait_counters().port("dp6p1")
+    frames = malformed + noise + runts
+    refused = 0
+    for i in range(0, len(frames), 50):
+        res = run(sys.executable, "-c", INJECT, *(f.hex() for f in frames[i:i + 50]),
+                  netns=h1)
+        refused += int(res.stdout)
+    assert refused <= len(runts), "only runts may be refused by the kernel"
+    time.sleep(0.5)
+    dataplane.check()
+    after = dataplane.wait_counters().port("dp6p1")
+
+    assert after["rx_l3_malformed"] - before["rx_l3_malformed"] >= len(malformed)
+    assert after["rx_bad_src_mac"] - before["rx_bad_src_mac"] == bad_src
+    assert after["rx_packets"] - before["rx_packets"] >= len(malformed) + len(noise)
+    # A runt the kernel let through must be counted as one.
+    assert after["rx_runt"] - before["rx_runt"] == len(runts) - refused
+    # Still switching after the garbage.
+    res = run(sys.executable, "-c", CLIENT, "udp", HOSTS[f"{PREFIX}h3"], str(ECHO_PORT), "ok",
+              netns=h1)
+    assert res.stdout.strip() == "ok"

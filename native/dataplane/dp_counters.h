@@ -1,0 +1,45 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The one table of data-plane counters. Each X-macro row is
+ * (member, help text); it generates the counter struct members, their
+ * names in the stats dump and the HELP lines that torswitch.dataplane
+ * reads, so no list of counters is written twice.
+ *
+ * Per-port counters are written only by the worker lcore that polls the
+ * port; the stats thread reads them without locks (aligned 64-bit loads).
+ */
+#ifndef DP_COUNTERS_H
+#define DP_COUNTERS_H
+
+#include <stdint.h>
+
+#define DP_PORT_COUNTERS(X) \
+	X(rx_packets, "frames received on the port") \
+	X(rx_bytes, "bytes received on the port") \
+	X(tx_packets, "frames the port accepted for transmit") \
+	X(tx_bytes, "bytes the port accepted for transmit") \
+	X(tx_dropped, "frames the port refused to transmit (freed)") \
+	X(rx_runt, "received frames shorter than an Ethernet header") \
+	X(rx_bad_src_mac, "received frames with a multicast or zero source MAC") \
+	X(rx_l3_malformed, "IPv4 frames with a bad header (switched anyway)") \
+	X(rx_hairpin, "frames whose destination was learned on the ingress port") \
+	X(flooded, "frames flooded (broadcast, multicast, unknown unicast)") \
+	X(steered, "frames steered to the exception (tap) port")
+
+#define DP_GLOBAL_COUNTERS(X) \
+	X(mac_learned, "MAC addresses learned into an empty slot") \
+	X(mac_moved, "learned MAC addresses seen on another port") \
+	X(mac_evicted, "MAC entries replaced because their bucket was full") \
+	X(idle_sleeps, "times the worker slept because no frames arrived")
+
+#define DP_COUNTER_MEMBER(name, help) uint64_t name;
+
+struct dp_port_counters {
+	DP_PORT_COUNTERS(DP_COUNTER_MEMBER)
+};
+
+struct dp_global_counters {
+	DP_GLOBAL_COUNTERS(DP_COUNTER_MEMBER)
+};
+
+#endif /* DP_COUNTERS_H */

@@ -1,0 +1,112 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Counter dumps. The stats thread (a control thread, never a worker)
+ * rewrites the stats file every stats_interval_ms in Prometheus text
+ * format, atomically (write to PATH.tmp, then rename), so a reader never
+ * sees half a file. main.c writes one last dump after the worker stops.
+ * Names and help texts come from the X-macro tables of dp_counters.h.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include <rte_lcore.h>
+
+#include "dp.h"
+
+#define DP_METRIC_PREFIX "tsw_dataplane_"
+
+static pthread_t dp_stats_thread;
+static bool dp_stats_running;
+
+static void
+dp_stats_print(const struct dp_core *dc, FILE *f)
+{
+	uint16_t i;
+
+#define DP_PRINT_PORT(cname, help) \
+	fprintf(f, "# HELP " DP_METRIC_PREFIX #cname "_total " help "\n" \
+		"# TYPE " DP_METRIC_PREFIX #cname "_total counter\n"); \
+	for (i = 0; i < dc->nb_ports; i++) \
+		fprintf(f, DP_METRIC_PREFIX #cname "_total{port=\"%u\"," \
+			"name=\"%s\",role=\"%s\"} %" PRIu64 "\n", \
+			dc->ports[i].port_id, dc->ports[i].name, \
+			dp_role_name(dc->ports[i].role), \
+			__atomic_load_n(&dc->ports[i].stats.cname, \
+				__ATOMIC_RELAXED));
+	DP_PORT_COUNTERS(DP_PRINT_PORT)
+#undef DP_PRINT_PORT
+
+#define DP_PRINT_GLOBAL(cname, help) \
+	fprintf(f, "# HELP " DP_METRIC_PREFIX #cname "_total " help "\n" \
+		"# TYPE " DP_METRIC_PREFIX #cname "_total counter\n" \
+		DP_METRIC_PREFIX #cname "_total %" PRIu64 "\n", \
+		__atomic_load_n(&dc->stats.cname, __ATOMIC_RELAXED));
+	DP_GLOBAL_COUNTERS(DP_PRINT_GLOBAL)
+#undef DP_PRINT_GLOBAL
+}
+
+int
+dp_stats_write(const struct dp_core *dc, const char *path)
+{
+	char tmp[4096];
+	FILE *f;
+
+	if (path == NULL) {
+		dp_stats_print(dc, stdout);
+		fflush(stdout);
+		return 0;
+	}
+	if (snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= (int)sizeof(tmp))
+		return -ENAMETOOLONG;
+	f = fopen(tmp, "w");
+	if (f == NULL)
+		return -errno;
+	dp_stats_print(dc, f);
+	if (fclose(f) != 0 || rename(tmp, path) != 0)
+		return -errno;
+	return 0;
+}
+
+static void *
+dp_stats_loop(void *arg)
+{
+	const struct dp_core *dc = arg;
+	unsigned int ms = dc->opt.stats_interval_ms;
+	struct timespec ts = {
+		.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L
+	};
+
+	while (!dp_force_quit) {
+		nanosleep(&ts, NULL);
+		if (dp_force_quit)
+			break;
+		dp_stats_write(dc, dc->opt.stats_file);
+	}
+	return NULL;
+}
+
+int
+dp_stats_start(struct dp_core *dc)
+{
+	int rc;
+
+	if (dc->opt.stats_file == NULL || dc->opt.stats_interval_ms == 0)
+		return 0;
+	rc = rte_ctrl_thread_create(&dp_stats_thread, "dp-stats", NULL,
+			dp_stats_loop, dc);
+	if (rc != 0)
+		return -rc;
+	dp_stats_running = true;
+	return 0;
+}
+
+void
+dp_stats_stop(void)
+{
+	if (dp_stats_running)
+		pthread_join(dp_stats_thread, NULL);
+	dp_stats_running = false;
+}

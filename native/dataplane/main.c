@@ -1,0 +1,292 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * tsw-dataplane: the torswitch top-of-rack data plane.
+ *
+ * Start-up: EAL init (ports come from EAL options, e.g.
+ * --vdev net_af_packet0,iface=veth0 --vdev net_tap0,iface=tswtap0), then
+ * the application options after "--", one packet pool, every port set up
+ * with one rx and one tx queue in promiscuous mode, and the loop of
+ * dp_worker.c on the main lcore. SIGINT and SIGTERM only set a flag; the
+ * loop then returns, the last counters are written and the ports closed.
+ * Any start-up failure exits with a message; nothing aborts afterwards.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <rte_cycles.h>
+#include <rte_eal.h>
+#include <rte_ethdev.h>
+#include <rte_lcore.h>
+#include <rte_mbuf.h>
+
+#include "dp.h"
+
+#define DP_NB_RXD 1024
+#define DP_NB_TXD 1024
+#define DP_MBUF_CACHE 256
+
+volatile bool dp_force_quit;
+
+static struct dp_core dp_core;
+
+static void
+dp_usage(const char *prog)
+{
+	fprintf(stderr,
+		"usage: %s [EAL options] -- [options]\n"
+		"  --stats-file PATH        rewrite counters there periodically\n"
+		"  --stats-interval-ms N    period of the stats file (default %u)\n"
+		"  --mac-age-s N            MAC table ageing time (default %u)\n"
+		"  --uplink PORT_ID         port facing the spine (never steered)\n"
+		"  --tap PORT_ID            exception port (default: the net_tap\n"
+		"                           port, if any)\n"
+		"  --steer-tcp-port N       steer rack IPv4 TCP to port N to the\n"
+		"                           tap (repeatable, at most %u)\n"
+		"  --no-backoff             busy-poll even when idle (benchmarks)\n",
+		prog, DP_STATS_INTERVAL_MS_DEFAULT, DP_MAC_AGE_S_DEFAULT,
+		DP_MAX_STEER_PORTS);
+}
+
+static unsigned long
+dp_parse_ulong(const char *s, unsigned long max, const char *what)
+{
+	char *end;
+	unsigned long v;
+
+	errno = 0;
+	v = strtoul(s, &end, 10);
+	if (errno != 0 || *s == '\0' || *end != '\0' || v > max)
+		rte_exit(EXIT_FAILURE, "invalid %s: '%s'\n", what, s);
+	return v;
+}
+
+static void
+dp_parse_args(struct dp_options *opt, int argc, char **argv)
+{
+	enum { O_STATS = 256, O_INTERVAL, O_AGE, O_UPLINK, O_TAP, O_STEER,
+		O_NOBACKOFF };
+	static const struct option longopts[] = {
+		{ "stats-file", required_argument, NULL, O_STATS },
+		{ "stats-interval-ms", required_argument, NULL, O_INTERVAL },
+		{ "mac-age-s", required_argument, NULL, O_AGE },
+		{ "uplink", required_argument, NULL, O_UPLINK },
+		{ "tap", required_argument, NULL, O_TAP },
+		{ "steer-tcp-port", required_argument, NULL, O_STEER },
+		{ "no-backoff", no_argument, NULL, O_NOBACKOFF },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	int c;
+
+	opt->age_s = DP_MAC_AGE_S_DEFAULT;
+	opt->stats_interval_ms = DP_STATS_INTERVAL_MS_DEFAULT;
+	opt->uplink_port_id = -1;
+	opt->tap_port_id = -1;
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+		switch (c) {
+		case O_STATS:
+			opt->stats_file = optarg;
+			break;
+		case O_INTERVAL:
+			opt->stats_interval_ms = dp_parse_ulong(optarg, 3600000,
+					"--stats-interval-ms");
+			break;
+		case O_AGE:
+			opt->age_s = dp_parse_ulong(optarg, 86400, "--mac-age-s");
+			if (opt->age_s == 0)
+				rte_exit(EXIT_FAILURE, "--mac-age-s must be > 0\n");
+			break;
+		case O_UPLINK:
+			opt->uplink_port_id = dp_parse_ulong(optarg,
+					RTE_MAX_ETHPORTS - 1, "--uplink");
+			break;
+		case O_TAP:
+			opt->tap_port_id = dp_parse_ulong(optarg,
+					RTE_MAX_ETHPORTS - 1, "--tap");
+			break;
+		case O_STEER:
+			if (opt->nb_steer == DP_MAX_STEER_PORTS)
+				rte_exit(EXIT_FAILURE, "too many --steer-tcp-port\n");
+			opt->steer_tcp_ports[opt->nb_steer++] =
+				dp_parse_ulong(optarg, 65535, "--steer-tcp-port");
+			break;
+		case O_NOBACKOFF:
+			opt->no_backoff = true;
+			break;
+		case 'h':
+			dp_usage(argv[0]);
+			exit(EXIT_SUCCESS);
+		default:
+			dp_usage(argv[0]);
+			rte_exit(EXIT_FAILURE, "invalid arguments\n");
+		}
+	}
+	if (optind != argc)
+		rte_exit(EXIT_FAILURE, "unexpected argument '%s'\n", argv[optind]);
+}
+
+static void
+dp_port_init(struct dp_port *p, struct rte_mempool *pool)
+{
+	struct rte_eth_conf conf;
+	struct rte_eth_dev_info info;
+	uint16_t nb_rxd = DP_NB_RXD, nb_txd = DP_NB_TXD;
+	int socket = rte_eth_dev_socket_id(p->port_id);
+	int rc;
+
+	memset(&conf, 0, sizeof(conf));
+	rc = rte_eth_dev_info_get(p->port_id, &info);
+	if (rc != 0)
+		rte_exit(EXIT_FAILURE, "port %u: dev_info: %s\n", p->port_id,
+				rte_strerror(-rc));
+	rc = rte_eth_dev_configure(p->port_id, 1, 1, &conf);
+	if (rc != 0)
+		rte_exit(EXIT_FAILURE, "port %u: configure: %s\n", p->port_id,
+				rte_strerror(-rc));
+	rc = rte_eth_dev_adjust_nb_rx_tx_desc(p->port_id, &nb_rxd, &nb_txd);
+	if (rc != 0)
+		rte_exit(EXIT_FAILURE, "port %u: descriptors: %s\n",
+				p->port_id, rte_strerror(-rc));
+	rc = rte_eth_rx_queue_setup(p->port_id, 0, nb_rxd,
+			socket < 0 ? 0 : socket, NULL, pool);
+	if (rc != 0)
+		rte_exit(EXIT_FAILURE, "port %u: rx queue: %s\n", p->port_id,
+				rte_strerror(-rc));
+	rc = rte_eth_tx_queue_setup(p->port_id, 0, nb_txd,
+			socket < 0 ? 0 : socket, NULL);
+	if (rc != 0)
+		rte_exit(EXIT_FAILURE, "port %u: tx queue: %s\n", p->port_id,
+				rte_strerror(-rc));
+	rc = rte_eth_dev_start(p->port_id);
+	if (rc != 0)
+		rte_exit(EXIT_FAILURE, "port %u: start: %s\n", p->port_id,
+				rte_strerror(-rc));
+	/* A switch port must see every frame; not every PMD can say so. */
+	rc = rte_eth_promiscuous_enable(p->port_id);
+	if (rc != 0 && rc != -ENOTSUP)
+		rte_exit(EXIT_FAILURE, "port %u: promiscuous: %s\n",
+				p->port_id, rte_strerror(-rc));
+	rc = rte_eth_macaddr_get(p->port_id, &p->mac);
+	if (rc != 0)
+		rte_exit(EXIT_FAILURE, "port %u: MAC address: %s\n",
+				p->port_id, rte_strerror(-rc));
+	if (strcmp(info.driver_name, "net_tap") == 0 &&
+			dp_core.opt.tap_port_id < 0)
+		dp_core.opt.tap_port_id = p->port_id;
+}
+
+static void
+dp_signal(int signum)
+{
+	(void)signum;
+	dp_force_quit = true;
+}
+
+int
+main(int argc, char **argv)
+{
+	struct dp_core *dc = &dp_core;
+	struct rte_mempool *pool;
+	unsigned int nb_mbufs;
+	uint16_t port_id, i;
+	int rc;
+
+	rc = rte_eal_init(argc, argv);
+	if (rc < 0)
+		rte_exit(EXIT_FAILURE, "EAL init failed: %s\n",
+				rte_strerror(rte_errno));
+	argc -= rc;
+	argv += rc;
+	argv[0] = argv[-rc];
+	dp_parse_args(&dc->opt, argc, argv);
+
+	signal(SIGINT, dp_signal);
+	signal(SIGTERM, dp_signal);
+
+	if (rte_lcore_count() > 1)
+		printf("tsw-dataplane: only the main lcore is used\n");
+
+	RTE_ETH_FOREACH_DEV(port_id) {
+		if (dc->nb_ports == DP_MAX_PORTS)
+			rte_exit(EXIT_FAILURE, "more than %u ports\n",
+					DP_MAX_PORTS);
+		dc->ports[dc->nb_ports++].port_id = port_id;
+	}
+	if (dc->nb_ports < 2)
+		rte_exit(EXIT_FAILURE, "need at least 2 ports, have %u "
+				"(give them with --vdev)\n", dc->nb_ports);
+
+	nb_mbufs = RTE_MAX(8191u, (unsigned int)dc->nb_ports * (DP_NB_RXD + DP_NB_TXD +
+			DP_TX_BUF + DP_BURST) + DP_MBUF_CACHE * 2);
+	pool = rte_pktmbuf_pool_create("dp_mbufs", nb_mbufs, DP_MBUF_CACHE, 0,
+			RTE_MBUF_DEFAULT_BUF_SIZE, rte_socket_id());
+	if (pool == NULL)
+		rte_exit(EXIT_FAILURE, "packet pool: %s\n",
+				rte_strerror(rte_errno));
+
+	dc->tap_idx = -1;
+	for (i = 0; i < dc->nb_ports; i++) {
+		struct dp_port *p = &dc->ports[i];
+
+		rte_eth_dev_get_name_by_port(p->port_id, p->name);
+		dp_port_init(p, pool);
+	}
+	for (i = 0; i < dc->nb_ports; i++) {
+		struct dp_port *p = &dc->ports[i];
+
+		if (p->port_id == dc->opt.tap_port_id) {
+			p->role = DP_ROLE_TAP;
+			dc->tap_idx = i;
+		} else if (p->port_id == dc->opt.uplink_port_id) {
+			p->role = DP_ROLE_UPLINK;
+		}
+		printf("tsw-dataplane: port %u %s role %s mac "
+				RTE_ETHER_ADDR_PRT_FMT "\n", p->port_id, p->name,
+				dp_role_name(p->role),
+				RTE_ETHER_ADDR_BYTES(&p->mac));
+	}
+	if (dc->opt.tap_port_id >= 0 && dc->tap_idx < 0)
+		rte_exit(EXIT_FAILURE, "--tap %d: no such port\n",
+				dc->opt.tap_port_id);
+	if (dc->opt.uplink_port_id >= 0 &&
+			!rte_eth_dev_is_valid_port(dc->opt.uplink_port_id))
+		rte_exit(EXIT_FAILURE, "--uplink %d: no such port\n",
+				dc->opt.uplink_port_id);
+
+	dp_mac_init(&dc->mac, (uint64_t)dc->opt.age_s * rte_get_tsc_hz());
+
+	/* The first stats file is the readiness signal for supervisors. */
+	rc = dp_stats_write(dc, dc->opt.stats_file);
+	if (rc != 0)
+		rte_exit(EXIT_FAILURE, "stats file %s: %s\n",
+				dc->opt.stats_file, strerror(-rc));
+	rc = dp_stats_start(dc);
+	if (rc != 0)
+		rte_exit(EXIT_FAILURE, "stats thread: %s\n", strerror(-rc));
+	printf("tsw-dataplane: ready, %u ports, back-off %s\n", dc->nb_ports,
+			dc->opt.no_backoff ? "off" : "on");
+	fflush(stdout);
+
+	dp_worker_main(dc);
+
+	dp_force_quit = true;
+	dp_stats_stop();
+	for (i = 0; i < dc->nb_ports; i++) {
+		rte_eth_dev_stop(dc->ports[i].port_id);
+		rte_eth_dev_close(dc->ports[i].port_id);
+	}
+	rc = dp_stats_write(dc, dc->opt.stats_file);
+	if (rc != 0)
+		fprintf(stderr, "tsw-dataplane: final stats: %s\n",
+				strerror(-rc));
+	if (dc->opt.stats_file != NULL)
+		dp_stats_write(dc, NULL);
+	printf("tsw-dataplane: stopped\n");
+	rte_eal_cleanup();
+	return 0;
+}
