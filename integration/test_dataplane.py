@@ -8,6 +8,8 @@ Topology (all namespaces prefixed dp6-, addresses 198.18.60.0/24):
 
 Hosts' veths have transmit checksum offload off (tor-interception.md B.4). The data plane steers
 rack TCP to port 9866 to the tap, where an nftables redirect hands it to a listener in dp6-tor.
+The control channel tests change steering at run time and restore it; the fail-open test runs a
+health checker against a stand-in engine in dp6-tor and a stand-in DataNode on dp6-h2.
 Everything is torn down by the fixtures, also on failure. If DPDK cannot start, tests fail with
 its log; nothing is skipped.
 """
@@ -15,15 +17,18 @@ its log; nothing is skipped.
 from __future__ import annotations
 
 import itertools
+import json
 import random
+import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
-from torswitch.dataplane import Dataplane, DataplaneConfig
+from torswitch import cli
+from torswitch.dataplane import ControlError, Dataplane, DataplaneConfig, tcp_probe
 
 PREFIX = "dp6-"
 HOSTS = {f"{PREFIX}h{i}": f"198.18.60.{i}" for i in (1, 2, 3)}
@@ -294,3 +299,127 @@ def test_garbage_frames_counted_not_fatal(dataplane: Dataplane, echo_servers: No
     res = run(sys.executable, "-c", CLIENT, "udp", HOSTS[f"{PREFIX}h3"], str(ECHO_PORT), "ok",
               netns=h1)
     assert res.stdout.strip() == "ok"
+
+
+# ---- control channel and fail-open ----------------------------------------------------------
+
+def _wait_for(cond: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def hdfs_redirect(dataplane: Dataplane, echo_servers: None) -> Iterator[None]:
+    """The ToR's redirect of steered HDFS TCP to ENGINE_PORT, and a stand-in DataNode (an echo
+    server) on dp6-h2's STEER_PORT, so a direct connection answers with its own message."""
+    run("nft", "add table ip dp6", netns=TOR)
+    datanode: Daemon | None = None
+    try:
+        run("nft", "add chain ip dp6 pre { type nat hook prerouting priority -100 ; }",
+            netns=TOR)
+        run("nft", f'add rule ip dp6 pre iifname "{TAP}" tcp dport {STEER_PORT} '
+            f"redirect to :{ENGINE_PORT}", netns=TOR)
+        datanode = Daemon(f"{PREFIX}h2", ECHO_SERVER, str(STEER_PORT))
+        yield
+    finally:
+        if datanode is not None:
+            datanode.stop()
+        run("nft", "delete table ip dp6", netns=TOR, check=False)
+
+
+def _hdfs_read(msg: str) -> str:
+    """Connect from h1 to h2's DataNode port; the answer says who served it."""
+    res = run(sys.executable, "-c", CLIENT, "tcp", HOSTS[f"{PREFIX}h2"], str(STEER_PORT), msg,
+              netns=f"{PREFIX}h1")
+    return res.stdout.strip()
+
+
+ENGINE_SAW = f"engine saw {HOSTS[f'{PREFIX}h2']}:{STEER_PORT}"
+
+
+def test_control_status_and_validation(dataplane: Dataplane) -> None:
+    ctl = dataplane.control
+    st = ctl.status()
+    assert st["protocol"] == "1" and st["mode"] == "switch" and st["ports"] == "4"
+    assert st["steering"] == "on" and st["steer_tcp_ports"] == str(STEER_PORT)
+    assert st["tap_port"] == "3"
+    # Invalid commands are refused whole and change nothing.
+    for bad in (("steer-ports", "9866", "0"), ("steer-ports", *map(str, range(1, 10))),
+                ("steering", "maybe"), ("nonsense",), ("status", "extra")):
+        with pytest.raises(ControlError):
+            ctl.request(*bad)
+    assert ctl.status() == st
+    # Another protocol version is answered in v1, with the request's sequence word.
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as raw:
+        raw.bind(str(dataplane.workdir / "raw.sock"))
+        raw.settimeout(2)
+        raw.sendto(b"v9 77 status", str(dataplane.control_path))
+        assert raw.recv(4096) == b"v1 77 error unsupported protocol version\n"
+    (dataplane.workdir / "raw.sock").unlink()
+    # The counters over the channel are the stats file's.
+    over_channel = ctl.counters(dataplane.config.port_ifaces())
+    assert set(over_channel.ports) == {"dp6p1", "dp6p2", "dp6p3", TAP}
+    assert set(over_channel.help) == set(dataplane.counters().help)
+
+
+def test_control_steer_ports_apply(dataplane: Dataplane, hdfs_redirect: None) -> None:
+    engine = Daemon(TOR, ENGINE, str(ENGINE_PORT))
+    try:
+        assert _hdfs_read("a") == ENGINE_SAW
+        dataplane.control.set_steer_ports([])
+        assert dataplane.control.status()["steer_tcp_ports"] == ""
+        assert _hdfs_read("direct-1") == "direct-1"
+        dataplane.control.set_steer_ports([9999, STEER_PORT])
+        assert _hdfs_read("b") == ENGINE_SAW
+        dataplane.control.set_steering(False)
+        assert _hdfs_read("direct-2") == "direct-2"
+    finally:
+        engine.stop()
+        dataplane.control.set_steer_ports([STEER_PORT])
+        dataplane.control.set_steering(True)
+
+
+def test_fail_open_follows_engine_health(dataplane: Dataplane, hdfs_redirect: None) -> None:
+    probe = tcp_probe("127.0.0.1", ENGINE_PORT, netns=TOR, timeout=0.3)
+    checker = dataplane.start_health_check(probe, interval=0.1, rise=2, fall=2)
+    engine: Daemon | None = None
+    try:
+        # No engine listening: steering goes off and HDFS reaches the DataNode directly.
+        _wait_for(lambda: checker.healthy is False, "unhealthy verdict")
+        _wait_for(lambda: dataplane.control.status()["steering"] == "off", "steering off")
+        assert _hdfs_read("no-engine") == "no-engine"
+        # The engine comes up: steering comes back and the read is intercepted.
+        engine = Daemon(TOR, ENGINE, str(ENGINE_PORT))
+        _wait_for(lambda: dataplane.control.status()["steering"] == "on", "steering on")
+        assert checker.healthy is True
+        assert _hdfs_read("with-engine") == ENGINE_SAW
+        # The engine dies: fail open again.
+        engine.stop()
+        engine = None
+        _wait_for(lambda: dataplane.control.status()["steering"] == "off", "steering off again")
+        assert _hdfs_read("engine-gone") == "engine-gone"
+        assert checker.transitions == 3
+    finally:
+        if engine is not None:
+            engine.stop()
+        dataplane.stop_health_check(steering=True)
+
+
+def test_cli_status_and_counters(dataplane: Dataplane,
+                                 capsys: pytest.CaptureFixture[str]) -> None:
+    path = str(dataplane.control_path)
+    assert cli.main(["dataplane", "status", "--control", path, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["steering"] == "on"
+    assert cli.main(["dataplane", "counters", "--control", path, "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert got["ports"]["net_af_packet0"]["rx_packets"] > 0
+    assert "mac_learned" in got["totals"]
+    assert cli.main(["dataplane", "counters", "--control", path]) == 0
+    table = capsys.readouterr().out
+    assert table.splitlines()[0].split() == ["counter", "net_af_packet0", "net_af_packet1",
+                                             "net_af_packet2", "net_tap0"]
+    assert any(line.startswith("rx_packets ") for line in table.splitlines())
+    assert cli.main(["dataplane", "status", "--control", path + ".missing"]) == 1

@@ -1,19 +1,33 @@
-"""torswitch.dataplane without DPDK: command lines, configuration checks, counter parsing."""
+"""torswitch.dataplane without DPDK: command lines, configuration checks, counter parsing, the
+control client (against a scripted peer), the health checker's state machine, Hadoop conf ports
+and the `torswitch dataplane` command on a stats file."""
 
 from __future__ import annotations
 
+import json
+import socket
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from torswitch import cli
 from torswitch.dataplane import (
+    ControlClient,
+    ControlError,
     Counters,
     Dataplane,
     DataplaneConfig,
     DataplaneError,
+    HealthChecker,
     build_argv,
     parse_counters,
+    steer_ports_from_hadoop_conf,
 )
+from torswitch.errors import ConfigError
+
+REPO = Path(__file__).resolve().parent.parent
 
 STATS = """\
 # HELP tsw_dataplane_rx_packets_total frames received on the port
@@ -95,3 +109,173 @@ def test_start_without_binary_fails_clearly(tmp_path: Path) -> None:
     with pytest.raises(DataplaneError, match="make dataplane"):
         dp.start()
     assert dp.stop() is None
+
+
+def test_argv_control_and_steering_off() -> None:
+    cfg = DataplaneConfig(rack_ifaces=["a"], tap_iface="t", steer_tcp_ports=[9866],
+                          steering=False)
+    app = build_argv(cfg, Path("s"), Path("/w/control.sock"))
+    app = app[app.index("--") + 1:]
+    assert app[app.index("--control") + 1] == "/w/control.sock"
+    assert app[app.index("--steering") + 1] == "off"
+    assert "--steering" not in build_argv(DataplaneConfig(rack_ifaces=["a"]), Path("s"))
+
+
+def test_health_check_starts_with_steering_off(tmp_path: Path) -> None:
+    dp = Dataplane(DataplaneConfig(rack_ifaces=["a"], tap_iface="t", steer_tcp_ports=[9866]),
+                   tmp_path, health=lambda: True)
+    assert dp.config.steering is False
+
+
+# ---- steered ports from a Hadoop conf dir -----------------------------------------------------
+
+def _site(tmp_path: Path, name: str, props: dict[str, str]) -> Path:
+    body = "".join(f"<property><name>{k}</name><value>{v}</value></property>"
+                   for k, v in props.items())
+    (tmp_path / name).write_text(f"<?xml version=\"1.0\"?><configuration>{body}</configuration>")
+    return tmp_path
+
+
+def test_steer_ports_from_hadoop_conf(tmp_path: Path) -> None:
+    assert steer_ports_from_hadoop_conf(None) == (9866,)
+    assert steer_ports_from_hadoop_conf(REPO / "hadoop-conf") == (9866,)
+    conf = _site(tmp_path, "hdfs-site.xml", {"dfs.datanode.address": "0.0.0.0:50010"})
+    assert steer_ports_from_hadoop_conf(conf) == (50010,)
+
+
+def test_steer_ports_default_and_errors(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    only_core = _site(tmp_path / "a", "core-site.xml", {"fs.defaultFS": "hdfs://nn:8020"})
+    assert steer_ports_from_hadoop_conf(only_core) == (9866,)
+    bad = _site(tmp_path / "b", "hdfs-site.xml", {"dfs.datanode.address": "0.0.0.0:x"})
+    with pytest.raises(ConfigError):
+        steer_ports_from_hadoop_conf(bad)
+    with pytest.raises(ConfigError):
+        steer_ports_from_hadoop_conf(tmp_path / "missing")
+
+
+# ---- health checker ---------------------------------------------------------------------------
+
+def _checker(results: list[object], applied: list[bool], rise: int = 2, fall: int = 2,
+             apply: Callable[[bool], None] | None = None) -> HealthChecker:
+    it = iter(results)
+
+    def probe() -> bool:
+        r = next(it)
+        if isinstance(r, Exception):
+            raise r
+        return bool(r)
+    return HealthChecker(probe, apply or applied.append, interval=1, rise=rise, fall=fall)
+
+
+def test_health_checker_rise_and_fall() -> None:
+    applied: list[bool] = []
+    hc = _checker([False, False, True, True, True, False, RuntimeError("boom"), True], applied)
+    verdicts = [hc.step() for _ in range(8)]
+    assert verdicts == [None, False, False, True, True, True, False, False]
+    assert applied == [False, True, False]
+    assert hc.transitions == 3
+
+
+def test_health_checker_flapping_probe_changes_nothing() -> None:
+    applied: list[bool] = []
+    hc = _checker([True, False] * 5, applied)
+    assert [hc.step() for _ in range(10)] == [None] * 10 and applied == []
+
+
+def test_health_checker_retries_failed_apply() -> None:
+    calls: list[bool] = []
+
+    def apply(on: bool) -> None:
+        calls.append(on)
+        if len(calls) == 1:
+            raise ControlError("no reply")
+    hc = _checker([True, True, True, True], [], apply=apply)
+    for _ in range(4):
+        hc.step()
+    assert calls == [True, True]  # failed once, applied on the next probe, then left alone
+
+
+def test_health_checker_rejects_bad_settings() -> None:
+    with pytest.raises(ValueError):
+        HealthChecker(lambda: True, lambda on: None, interval=0)
+
+
+# ---- control client against a scripted peer ----------------------------------------------------
+
+@pytest.fixture
+def peer(tmp_path: Path) -> Iterator[tuple[str, list[bytes], list[Callable[[str], list[bytes]]]]]:
+    """A fake data plane: each request is answered by the next script (request -> datagrams)."""
+    path = str(tmp_path / "ctl.sock")
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    srv.bind(path)
+    srv.settimeout(0.1)
+    seen: list[bytes] = []
+    scripts: list[Callable[[str], list[bytes]]] = []
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                data, addr = srv.recvfrom(4096)
+            except TimeoutError:
+                continue
+            seen.append(data)
+            for reply in scripts.pop(0)(data.decode().split()[1]):
+                srv.sendto(reply, addr)
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield path, seen, scripts
+    stop.set()
+    thread.join()
+    srv.close()
+
+
+def test_control_client_protocol(peer: tuple[str, list[bytes], list[Callable[[str], list[bytes]]]]
+                                 ) -> None:
+    path, seen, scripts = peer
+    scripts += [
+        # A late reply to some earlier request comes first and must be ignored.
+        lambda seq: [b"v1 999 ok\nsteering=off\n",
+                     f"v1 {seq} ok\nprotocol=1\nsteering=on\n".encode()],
+        lambda seq: [f"v1 {seq} error no tap port to steer to\n".encode()],
+        lambda seq: [f"v2 {seq} ok\n".encode()],
+        lambda seq: [],
+    ]
+    with ControlClient(path, timeout=0.3) as client:
+        assert client.status() == {"protocol": "1", "steering": "on"}
+        with pytest.raises(ControlError, match="no tap port"):
+            client.set_steering(True)
+        with pytest.raises(ControlError, match="speaks v2"):
+            client.request("status")
+        with pytest.raises(ControlError, match="no reply"):
+            client.request("counters")
+        with pytest.raises(ValueError):
+            client.set_steer_ports([0])
+        client_dir = Path(client._dir)
+    assert [d.split(b" ", 2)[2] for d in seen] == [b"status", b"steering on", b"status",
+                                                   b"counters"]
+    assert all(d.startswith(b"v1 ") for d in seen)
+    assert not client_dir.exists()
+
+
+# ---- torswitch dataplane counters on a stats file ----------------------------------------------
+
+def test_cli_counters_from_stats_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    stats = tmp_path / "stats.prom"
+    stats.write_text(STATS)
+    assert cli.main(["dataplane", "counters", "--stats-file", str(stats), "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert got["ports"]["net_af_packet0"] == {"rx_packets": 12, "steered": 5}
+    assert got["totals"] == {"mac_learned": 7}
+    assert cli.main(["dataplane", "counters", "--stats-file", str(stats)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["counter", "net_af_packet0", "net_af_packet1", "net_tap0"]
+    assert lines[2].split() == ["rx_packets", "12", "3", "0"]
+    assert lines[3].split() == ["steered", "5", "0", "0"]
+    assert lines[-1].split() == ["mac_learned", "7"]
+    assert cli.main(["dataplane", "counters", "--stats-file", str(stats), "--prometheus"]) == 0
+    assert capsys.readouterr().out == STATS
+    assert cli.main(["dataplane", "counters", "--stats-file", str(tmp_path / "no")]) == 1
+    assert cli.main(["dataplane", "status", "--control", str(tmp_path / "no.sock")]) == 1

@@ -11,29 +11,48 @@ native/dataplane/dp_counters.h; nothing here lists them, so the two sides cannot
 
 Port numbering: DPDK numbers virtual devices in command-line order, so rack ports are 0..n-1,
 then the uplink, then the tap. Counters are keyed by the interface each port is attached to.
+
+Control: the process serves a unix datagram socket (`--control`, protocol v1, specified in
+native/dataplane/dp_ctl.c); ControlClient speaks it: status, steering on/off, steered ports,
+counters. Fail-open: a HealthChecker probes the block engine (by default a TCP connect to its
+listening port inside the ToR namespace) and turns steering off while the engine is unhealthy,
+so HDFS traffic is switched straight to the DataNodes, and on again once it recovers.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import dataclasses
+import itertools
+import logging
 import os
 import re
 import signal
+import socket
 import subprocess
 import tempfile
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Self
 
 from torswitch.errors import TorswitchError
 
+log = logging.getLogger(__name__)
+
 DEFAULT_BINARY = Path(__file__).resolve().parent.parent / "native/dataplane/build/tsw-dataplane"
 METRIC_PREFIX = "tsw_dataplane_"
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{([^}]*)\})?\s+(\S+)$")
 _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+#: The HDFS DataTransferProtocol port when a conf dir does not set dfs.datanode.address.
+DEFAULT_DATANODE_PORT = 9866
+#: Version of the control protocol spoken here (dp_ctl.c).
+CONTROL_VERSION = "v1"
+_CONTROL_MAX_REPLY = 1 << 20
+_CLONE_NEWNET = 0x40000000
 
 
 class DataplaneError(TorswitchError):
@@ -51,6 +70,7 @@ class DataplaneConfig:
     netns: network namespace to run in (through `ip netns exec`), None for the current one.
     stats_interval_ms: period of the stats file, in milliseconds.
     no_backoff: busy-poll even when idle (benchmarks only: it burns a whole core).
+    steering: whether steering starts on (a supervisor with a health check starts it off).
     """
 
     rack_ifaces: Sequence[str]
@@ -63,6 +83,7 @@ class DataplaneConfig:
     stats_interval_ms: int = 200
     mac_age_s: int | None = None
     no_backoff: bool = False
+    steering: bool = True
     binary: Path = DEFAULT_BINARY
     file_prefix: str = "tsw-dp"
 
@@ -87,7 +108,23 @@ class DataplaneConfig:
         return names
 
 
-def build_argv(config: DataplaneConfig, stats_file: Path) -> list[str]:
+def steer_ports_from_hadoop_conf(conf_dir: str | os.PathLike[str] | None) -> tuple[int, ...]:
+    """The TCP ports to steer: the DataNode transfer port of a Hadoop conf dir.
+
+    That is the port of `dfs.datanode.address` in hdfs-site.xml (or core-site.xml), else
+    Hadoop's default 9866; None for no conf dir gives the default too. Raises ConfigError for
+    an unreadable conf dir or a malformed address.
+    """
+    if conf_dir is None:
+        return (DEFAULT_DATANODE_PORT,)
+    from torswitch.hadoopconf import HadoopConf
+
+    _, port = HadoopConf.load(conf_dir).datanode_address()
+    return (port,)
+
+
+def build_argv(config: DataplaneConfig, stats_file: Path,
+               control_path: Path | None = None) -> list[str]:
     """The full command line (including `ip netns exec` when config.netns is set)."""
     argv: list[str] = []
     if config.netns is not None:
@@ -117,6 +154,10 @@ def build_argv(config: DataplaneConfig, stats_file: Path) -> list[str]:
         argv += ["--mac-age-s", str(config.mac_age_s)]
     if config.no_backoff:
         argv.append("--no-backoff")
+    if not config.steering:
+        argv += ["--steering", "off"]
+    if control_path is not None:
+        argv += ["--control", str(control_path)]
     return argv
 
 
@@ -182,16 +223,223 @@ def parse_counters(text: str, port_names: dict[str, str] | None = None) -> Count
     return out
 
 
-class Dataplane:
-    """One supervised data-plane process. Use as a context manager, or start()/stop()."""
+class ControlError(DataplaneError):
+    """The data plane refused a control command, or did not answer in time."""
 
-    def __init__(self, config: DataplaneConfig, workdir: Path | None = None) -> None:
+
+class ControlClient:
+    """Client of a data plane's control socket (protocol v1, see native/dataplane/dp_ctl.c).
+
+    Requests are one datagram `v1 SEQ VERB ARG...`; the reply repeats SEQ, so replies to a
+    request that timed out are recognised and dropped. The client binds its own socket to a
+    file in a private temporary directory (filesystem sockets work across network namespaces,
+    abstract ones do not). Thread-safe: one request at a time. Close it, or use it as a
+    context manager.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], timeout: float = 2.0) -> None:
+        self.path = str(path)
+        self.timeout = timeout
+        self._lock = threading.Lock()
+        self._seq = itertools.count(1)
+        self._dir = tempfile.mkdtemp(prefix="tsw-ctl-")
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        try:
+            self._sock.bind(os.path.join(self._dir, "client.sock"))
+            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _CONTROL_MAX_REPLY)
+        except OSError:
+            self.close()
+            raise
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, e: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._sock.close()
+        with contextlib.suppress(OSError):
+            os.unlink(os.path.join(self._dir, "client.sock"))
+        with contextlib.suppress(OSError):
+            os.rmdir(self._dir)
+
+    def request(self, verb: str, *args: str) -> str:
+        """Send one command; returns the reply body. Raises ControlError on an error reply or
+        no reply within timeout, OSError when the socket cannot be reached."""
+        with self._lock:
+            seq = str(next(self._seq))
+            self._sock.sendto(" ".join((CONTROL_VERSION, seq, verb, *args)).encode(), self.path)
+            deadline = time.monotonic() + self.timeout
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise ControlError(f"no reply to {verb!r} from {self.path} in {self.timeout}s")
+                self._sock.settimeout(left)
+                try:
+                    data = self._sock.recv(_CONTROL_MAX_REPLY)
+                except TimeoutError:
+                    continue
+                head, _, body = data.decode(errors="replace").partition("\n")
+                words = head.split(" ", 3)
+                if len(words) < 3 or words[1] != seq:
+                    continue  # a late reply to an earlier request
+                if words[0] != CONTROL_VERSION:
+                    raise ControlError(f"data plane speaks {words[0]}, not {CONTROL_VERSION}")
+                if words[2] == "ok":
+                    return body
+                raise ControlError(f"{verb}: {words[3] if len(words) > 3 else head}")
+
+    def status(self) -> dict[str, str]:
+        """Key/value status: protocol, mode, ports, steering, steer_tcp_ports, tap_port."""
+        return dict(line.split("=", 1) for line in self.request("status").splitlines()
+                    if "=" in line)
+
+    def set_steering(self, on: bool) -> None:
+        self.request("steering", "on" if on else "off")
+
+    def set_steer_ports(self, ports: Sequence[int]) -> None:
+        """Replace the steered TCP ports (validated here and again by the data plane)."""
+        if len(ports) > 8 or any(not 0 < p < 65536 for p in ports):
+            raise ValueError(f"steered ports must be at most 8 numbers 1..65535: {list(ports)}")
+        self.request("steer-ports", *(str(p) for p in ports))
+
+    def counters(self, port_names: dict[str, str] | None = None) -> Counters:
+        return parse_counters(self.request("counters"), port_names)
+
+
+@contextlib.contextmanager
+def _in_netns(netns: str | None) -> Iterator[None]:
+    """Run the body with the calling thread in network namespace netns (setns(2) is per
+    thread); sockets created inside stay in it after the thread switches back."""
+    if netns is None:
+        yield
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    target = os.open(f"/run/netns/{netns}", os.O_RDONLY)
+    try:
+        if libc.setns(target, _CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"setns into {netns}: {os.strerror(err)}")
+        try:
+            yield
+        finally:
+            if libc.setns(own, _CLONE_NEWNET) != 0:
+                # A thread stuck in the wrong namespace would be worse than a crash.
+                os.abort()
+    finally:
+        os.close(own)
+        os.close(target)
+
+
+def tcp_probe(host: str, port: int, netns: str | None = None,
+              timeout: float = 0.5) -> Callable[[], bool]:
+    """A health probe: True when a TCP connection to host:port (from inside netns, if given)
+    succeeds within timeout seconds."""
+    def probe() -> bool:
+        with _in_netns(netns):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(timeout)
+            sock.connect((host, port))
+            return True
+        except OSError:
+            return False
+        finally:
+            sock.close()
+    return probe
+
+
+class HealthChecker:
+    """Fail-open supervision: calls probe() every interval seconds and apply(healthy) when the
+    verdict changes. The verdict becomes healthy after `rise` consecutive successes and
+    unhealthy after `fall` consecutive failures; it starts unknown, so the first apply comes
+    after rise or fall probes. A probe that raises counts as a failure. A failed apply is
+    retried on the next probe.
+    """
+
+    def __init__(self, probe: Callable[[], bool], apply: Callable[[bool], None],
+                 interval: float = 0.5, rise: int = 2, fall: int = 2) -> None:
+        if interval <= 0 or rise < 1 or fall < 1:
+            raise ValueError("interval must be > 0, rise and fall >= 1")
+        self.probe, self.apply = probe, apply
+        self.interval, self.rise, self.fall = interval, rise, fall
+        self.healthy: bool | None = None
+        self.transitions = 0
+        self._applied: bool | None = None
+        self._streak = 0
+        self._last: bool | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def step(self) -> bool | None:
+        """One probe and, if the verdict changed (or the last apply failed), one apply.
+        Returns the verdict. The thread calls this; tests may call it directly."""
+        try:
+            ok = bool(self.probe())
+        except Exception:  # any probe failure means unhealthy
+            log.exception("health probe raised")
+            ok = False
+        self._streak = self._streak + 1 if ok == self._last else 1
+        self._last = ok
+        if self._streak >= (self.rise if ok else self.fall) and self.healthy != ok:
+            self.healthy = ok
+            self.transitions += 1
+            log.info("block engine %s: steering %s", "healthy" if ok else "unhealthy",
+                     "on" if ok else "off")
+        if self.healthy is not None and self._applied != self.healthy:
+            try:
+                self.apply(self.healthy)
+                self._applied = self.healthy
+            except (OSError, DataplaneError):
+                log.exception("could not set steering %s", "on" if self.healthy else "off")
+        return self.healthy
+
+    def start(self) -> None:
+        if self._thread is not None:
+            raise RuntimeError("health checker already started")
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="tsw-dp-health", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self._thread = None
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.step()
+            self._stop.wait(self.interval)
+
+
+class Dataplane:
+    """One supervised data-plane process. Use as a context manager, or start()/stop().
+
+    health: a probe of the block engine (see tcp_probe). When given, the process starts with
+    steering off and a HealthChecker turns it on only while the probe succeeds (fail-open).
+    start_health_check()/stop_health_check() attach and detach one at run time.
+    """
+
+    def __init__(self, config: DataplaneConfig, workdir: Path | None = None,
+                 health: Callable[[], bool] | None = None,
+                 health_interval: float = 0.5) -> None:
+        if health is not None:
+            config = dataclasses.replace(config, steering=False)
         self.config = config
         self._own_workdir = workdir is None
         self.workdir = Path(tempfile.mkdtemp(prefix="tsw-dp-")) if workdir is None else workdir
         self.stats_file = self.workdir / "stats.prom"
         self.log_file = self.workdir / "dataplane.log"
+        self.control_path = self.workdir / "control.sock"
         self._proc: subprocess.Popen[bytes] | None = None
+        self._control: ControlClient | None = None
+        self._health = health
+        self._health_interval = health_interval
+        self.health: HealthChecker | None = None
 
     def __enter__(self) -> Self:
         self.start()
@@ -215,7 +463,7 @@ class Dataplane:
         if not os.access(self.config.binary, os.X_OK):
             raise DataplaneError(f"{self.config.binary} not built (run `make dataplane`)")
         self.stats_file.unlink(missing_ok=True)
-        argv = build_argv(self.config, self.stats_file)
+        argv = build_argv(self.config, self.stats_file, self.control_path)
         with open(self.log_file, "wb") as log:
             log.write(("$ " + " ".join(argv) + "\n").encode())
             log.flush()
@@ -234,6 +482,33 @@ class Dataplane:
                 raise DataplaneError(f"data plane not ready after {timeout}s:\n"
                                      + self.log_tail())
             time.sleep(0.05)
+        if self._health is not None:
+            self.start_health_check(self._health, self._health_interval)
+
+    @property
+    def control(self) -> ControlClient:
+        """The client of this process's control socket (created on first use)."""
+        if self._proc is None:
+            raise DataplaneError("data plane not started")
+        if self._control is None:
+            self._control = ControlClient(self.control_path)
+        return self._control
+
+    def start_health_check(self, probe: Callable[[], bool], interval: float = 0.5,
+                           rise: int = 2, fall: int = 2) -> HealthChecker:
+        """Supervise steering with probe (fail-open); replaces a running checker."""
+        self.stop_health_check()
+        self.health = HealthChecker(probe, self.control.set_steering, interval, rise, fall)
+        self.health.start()
+        return self.health
+
+    def stop_health_check(self, steering: bool | None = None) -> None:
+        """Stop the checker; then set steering to `steering` unless None."""
+        if self.health is not None:
+            self.health.stop()
+            self.health = None
+        if steering is not None:
+            self.control.set_steering(steering)
 
     def check(self) -> None:
         """Raise DataplaneError if the process is not running (it crashed or was killed)."""
@@ -268,6 +543,12 @@ class Dataplane:
     def stop(self, grace: float = 5.0) -> int | None:
         """SIGTERM, then SIGKILL after grace seconds. Returns the exit status (None if not
         running). The final counters stay in stats_file."""
+        if self.health is not None:
+            self.health.stop()
+            self.health = None
+        if self._control is not None:
+            self._control.close()
+            self._control = None
         proc, self._proc = self._proc, None
         if proc is None:
             return None

@@ -21,16 +21,21 @@
 	X(tx_dropped, "frames the port refused to transmit (freed)") \
 	X(rx_runt, "received frames shorter than an Ethernet header") \
 	X(rx_bad_src_mac, "received frames with a multicast or zero source MAC") \
-	X(rx_l3_malformed, "IPv4 frames with a bad header (switched anyway)") \
+	X(rx_l3_malformed, "IPv4 frames with a bad header, seen while " \
+		"classifying (switched anyway)") \
 	X(rx_hairpin, "frames whose destination was learned on the ingress port") \
 	X(flooded, "frames flooded (broadcast, multicast, unknown unicast)") \
 	X(steered, "frames steered to the exception (tap) port")
 
 #define DP_GLOBAL_COUNTERS(X) \
-	X(mac_learned, "MAC addresses learned into an empty slot") \
+	X(mac_learned, "MAC addresses learned into a free slot") \
 	X(mac_moved, "learned MAC addresses seen on another port") \
-	X(mac_evicted, "MAC entries replaced because their bucket was full") \
-	X(idle_sleeps, "times the worker slept because no frames arrived")
+	X(mac_evicted, "MAC entries replaced because their buckets were full") \
+	X(mac_learn_full, "source MACs not learned: buckets full of static " \
+		"entries") \
+	X(idle_sleeps, "times the worker slept because no frames arrived") \
+	X(worker_us, "microseconds the worker loop has run (filled in by " \
+		"the stats writer from the worker's start and stop times)")
 
 #define DP_COUNTER_MEMBER(name, help) uint64_t name;
 

@@ -5,6 +5,7 @@
  * format, atomically (write to PATH.tmp, then rename), so a reader never
  * sees half a file. main.c writes one last dump after the worker stops.
  * Names and help texts come from the X-macro tables of dp_counters.h.
+ * dp_stats_print is also what the control channel's "counters" returns.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -12,6 +13,7 @@
 #include <string.h>
 #include <time.h>
 
+#include <rte_cycles.h>
 #include <rte_lcore.h>
 
 #include "dp.h"
@@ -21,9 +23,25 @@
 static pthread_t dp_stats_thread;
 static bool dp_stats_running;
 
-static void
+/* Microseconds between the worker's start and its stop (or now). */
+static uint64_t
+dp_worker_us(const struct dp_core *dc)
+{
+	uint64_t start = __atomic_load_n(&dc->worker_start_tsc,
+			__ATOMIC_ACQUIRE);
+	uint64_t stop = __atomic_load_n(&dc->worker_stop_tsc, __ATOMIC_ACQUIRE);
+
+	if (start == 0)
+		return 0;
+	if (stop == 0)
+		stop = rte_rdtsc();
+	return (uint64_t)((double)(stop - start) * 1e6 / rte_get_tsc_hz());
+}
+
+void
 dp_stats_print(const struct dp_core *dc, FILE *f)
 {
+	struct dp_global_counters g;
 	uint16_t i;
 
 #define DP_PRINT_PORT(cname, help) \
@@ -43,7 +61,12 @@ dp_stats_print(const struct dp_core *dc, FILE *f)
 	fprintf(f, "# HELP " DP_METRIC_PREFIX #cname "_total " help "\n" \
 		"# TYPE " DP_METRIC_PREFIX #cname "_total counter\n" \
 		DP_METRIC_PREFIX #cname "_total %" PRIu64 "\n", \
-		__atomic_load_n(&dc->stats.cname, __ATOMIC_RELAXED));
+		g.cname);
+#define DP_LOAD_GLOBAL(cname, help) \
+	g.cname = __atomic_load_n(&dc->stats.cname, __ATOMIC_RELAXED);
+	DP_GLOBAL_COUNTERS(DP_LOAD_GLOBAL)
+#undef DP_LOAD_GLOBAL
+	g.worker_us = dp_worker_us(dc);
 	DP_GLOBAL_COUNTERS(DP_PRINT_GLOBAL)
 #undef DP_PRINT_GLOBAL
 }

@@ -1,10 +1,19 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * The packet loop: poll every port for a burst, switch each frame, flush
- * the transmit buffers, repeat until asked to quit. No allocation, locks,
- * logging or system calls, except the idle back-off: after
- * DP_IDLE_SPIN_POLLS empty rounds the worker sleeps, doubling the sleep up
- * to DP_IDLE_MAX_SLEEP_US, so an idle switch does not eat a shared core.
+ * The packet loops. One is chosen at start-up by mode (dp_worker_loop), so
+ * no loop branches on configuration per frame:
+ *
+ *   switch: poll every port for a burst, switch each frame, flush the
+ *           transmit buffers, repeat until asked to quit;
+ *   bare:   hand every burst from port i to port i+1 without looking at it
+ *           (the baseline of `torswitch bench dataplane`).
+ *
+ * Inside a loop: no allocation, locks, logging or system calls, except the
+ * idle back-off: after DP_IDLE_SPIN_POLLS empty rounds the worker sleeps,
+ * doubling the sleep up to DP_IDLE_MAX_SLEEP_US, so an idle switch does
+ * not eat a shared core. Whether steering is on is loaded once per round;
+ * each burst then runs a variant of dp_switch_burst compiled with steering
+ * as a constant.
  *
  *   rx burst -> dp_switch_one: runt?        -> drop, count
  *                              bad src MAC? -> drop, count
@@ -20,9 +29,41 @@
 #include <rte_ethdev.h>
 #include <rte_ip.h>
 #include <rte_pause.h>
+#include <rte_prefetch.h>
 #include <rte_tcp.h>
 
 #include "dp.h"
+
+struct dp_idle {
+	unsigned int polls;
+	unsigned int sleep_us;
+};
+
+static inline void
+dp_idle_round(struct dp_core *dc, struct dp_idle *st, uint16_t nb_round)
+{
+	if (nb_round != 0 || dc->opt.no_backoff) {
+		st->polls = 0;
+		st->sleep_us = 1;
+		return;
+	}
+	if (++st->polls < DP_IDLE_SPIN_POLLS) {
+		rte_pause();
+		return;
+	}
+	dc->stats.idle_sleeps++;
+	usleep(st->sleep_us);
+	if (st->sleep_us < DP_IDLE_MAX_SLEEP_US)
+		st->sleep_us = RTE_MIN(st->sleep_us * 2, DP_IDLE_MAX_SLEEP_US);
+}
+
+static inline uint64_t
+dp_stop_tsc(const struct dp_core *dc, uint64_t start)
+{
+	if (dc->opt.run_ms == 0)
+		return UINT64_MAX;
+	return start + rte_get_tsc_hz() / 1000 * dc->opt.run_ms;
+}
 
 static inline void
 dp_tx_flush(struct dp_port *p)
@@ -49,6 +90,15 @@ dp_tx_enqueue(struct dp_port *p, struct rte_mbuf *m)
 	p->tx.pkts[p->tx.nb++] = m;
 }
 
+static inline bool
+dp_steered_port(const struct dp_core *dc, uint16_t dport)
+{
+	uint64_t w = __atomic_load_n(&dc->steer_map[dport / 64],
+			__ATOMIC_ACQUIRE);
+
+	return (w >> (dport % 64)) & 1;
+}
+
 /*
  * True when the frame is IPv4 TCP to one of the steered ports. Header
  * checks follow RFC 791 (version 4, IHL >= 5, total length covering the
@@ -65,7 +115,6 @@ dp_classify_steer(const struct dp_core *dc, struct dp_port *in,
 	uint32_t seg = rte_pktmbuf_data_len(m) - sizeof(*eth);
 	uint32_t len = rte_pktmbuf_pkt_len(m) - sizeof(*eth);
 	uint32_t ihl, tot;
-	uint16_t dport, i;
 
 	if (eth->ether_type != rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4))
 		return false;
@@ -79,8 +128,7 @@ dp_classify_steer(const struct dp_core *dc, struct dp_port *in,
 	if (unlikely((ip->version_ihl >> 4) != 4 || ihl < sizeof(*ip) ||
 			tot < ihl || tot > len))
 		goto malformed;
-	if (in->role != DP_ROLE_RACK || dc->tap_idx < 0 ||
-			ip->next_proto_id != IPPROTO_TCP)
+	if (ip->next_proto_id != IPPROTO_TCP)
 		return false;
 	/* Only first fragments carry the TCP header. */
 	if (ip->fragment_offset & rte_cpu_to_be_16(RTE_IPV4_HDR_OFFSET_MASK))
@@ -88,11 +136,7 @@ dp_classify_steer(const struct dp_core *dc, struct dp_port *in,
 	if (tot - ihl < sizeof(*tcp) || seg < ihl + sizeof(*tcp))
 		return false;
 	tcp = (const struct rte_tcp_hdr *)((const uint8_t *)ip + ihl);
-	dport = rte_be_to_cpu_16(tcp->dst_port);
-	for (i = 0; i < dc->opt.nb_steer; i++)
-		if (dport == dc->opt.steer_tcp_ports[i])
-			return true;
-	return false;
+	return dp_steered_port(dc, rte_be_to_cpu_16(tcp->dst_port));
 
 malformed:
 	in->stats.rx_l3_malformed++;
@@ -118,16 +162,15 @@ dp_flood(struct dp_core *dc, uint16_t in_idx, struct rte_mbuf *m)
 			dp_tx_enqueue(&dc->ports[i], m);
 }
 
-static inline void
+static __rte_always_inline void
 dp_switch_one(struct dp_core *dc, uint16_t in_idx, struct rte_mbuf *m,
-		uint64_t now)
+		uint64_t now, const bool steer)
 {
 	struct dp_port *in = &dc->ports[in_idx];
 	struct rte_ether_hdr *eth;
 	uint64_t src;
 	int out;
 
-	in->stats.rx_bytes += rte_pktmbuf_pkt_len(m);
 	if (unlikely(rte_pktmbuf_data_len(m) < sizeof(*eth))) {
 		in->stats.rx_runt++;
 		rte_pktmbuf_free(m);
@@ -140,9 +183,9 @@ dp_switch_one(struct dp_core *dc, uint16_t in_idx, struct rte_mbuf *m,
 		rte_pktmbuf_free(m);
 		return;
 	}
-	dp_mac_learn(dc, src, in_idx, now);
+	dp_mac_learn(&dc->mac, src, in_idx, now, &dc->stats);
 
-	if (dp_classify_steer(dc, in, m, eth)) {
+	if (steer && dp_classify_steer(dc, in, m, eth)) {
 		struct dp_port *tap = &dc->ports[dc->tap_idx];
 
 		rte_ether_addr_copy(&tap->mac, &eth->dst_addr);
@@ -150,14 +193,14 @@ dp_switch_one(struct dp_core *dc, uint16_t in_idx, struct rte_mbuf *m,
 		dp_tx_enqueue(tap, m);
 		return;
 	}
-	if (rte_is_unicast_ether_addr(&eth->dst_addr)) {
+	if (likely(rte_is_unicast_ether_addr(&eth->dst_addr))) {
 		out = dp_mac_lookup(&dc->mac, dp_mac_key(&eth->dst_addr), now);
-		if (out == in_idx) {
+		if (unlikely(out == in_idx)) {
 			in->stats.rx_hairpin++;
 			rte_pktmbuf_free(m);
 			return;
 		}
-		if (out >= 0) {
+		if (likely(out >= 0)) {
 			dp_tx_enqueue(&dc->ports[out], m);
 			return;
 		}
@@ -165,18 +208,44 @@ dp_switch_one(struct dp_core *dc, uint16_t in_idx, struct rte_mbuf *m,
 	dp_flood(dc, in_idx, m);
 }
 
-int
-dp_worker_main(void *arg)
+static __rte_always_inline void
+dp_switch_burst(struct dp_core *dc, uint16_t in_idx, struct rte_mbuf **pkts,
+		uint16_t nb, uint64_t now, const bool steer)
 {
-	struct dp_core *dc = arg;
-	struct rte_mbuf *pkts[DP_BURST];
-	unsigned int idle = 0, sleep_us = 1;
-	uint16_t i, j, nb_rx, nb_round;
-	uint64_t now;
+	uint64_t bytes = 0;
+	uint16_t j;
 
+	for (j = 0; j < nb && j < DP_PREFETCH_AHEAD; j++)
+		rte_prefetch0(rte_pktmbuf_mtod(pkts[j], void *));
+	for (j = 0; j < nb; j++) {
+		if (j + DP_PREFETCH_AHEAD < nb)
+			rte_prefetch0(rte_pktmbuf_mtod(
+				pkts[j + DP_PREFETCH_AHEAD], void *));
+		/* Counted before switching: the frame may be freed. */
+		bytes += rte_pktmbuf_pkt_len(pkts[j]);
+		dp_switch_one(dc, in_idx, pkts[j], now, steer);
+	}
+	dc->ports[in_idx].stats.rx_bytes += bytes;
+}
+
+static int
+dp_switch_loop(struct dp_core *dc)
+{
+	struct rte_mbuf *pkts[DP_BURST];
+	struct dp_idle idle = { 0, 1 };
+	uint16_t i, nb_rx, nb_round;
+	uint64_t now, stop;
+	bool steer_on;
+
+	now = rte_rdtsc();
+	stop = dp_stop_tsc(dc, now);
+	__atomic_store_n(&dc->worker_start_tsc, now, __ATOMIC_RELEASE);
 	while (!dp_force_quit) {
 		nb_round = 0;
 		now = rte_rdtsc();
+		if (unlikely(now >= stop))
+			break;
+		steer_on = __atomic_load_n(&dc->steer_on, __ATOMIC_ACQUIRE);
 		for (i = 0; i < dc->nb_ports; i++) {
 			struct dp_port *p = &dc->ports[i];
 
@@ -185,27 +254,69 @@ dp_worker_main(void *arg)
 				continue;
 			p->stats.rx_packets += nb_rx;
 			nb_round += nb_rx;
-			for (j = 0; j < nb_rx; j++)
-				dp_switch_one(dc, i, pkts[j], now);
+			if (steer_on && p->steer_capable)
+				dp_switch_burst(dc, i, pkts, nb_rx, now, true);
+			else
+				dp_switch_burst(dc, i, pkts, nb_rx, now, false);
 		}
 		for (i = 0; i < dc->nb_ports; i++)
 			dp_tx_flush(&dc->ports[i]);
-
-		if (nb_round != 0 || dc->opt.no_backoff) {
-			idle = 0;
-			sleep_us = 1;
-			continue;
-		}
-		if (++idle < DP_IDLE_SPIN_POLLS) {
-			rte_pause();
-			continue;
-		}
-		dc->stats.idle_sleeps++;
-		usleep(sleep_us);
-		if (sleep_us < DP_IDLE_MAX_SLEEP_US)
-			sleep_us = RTE_MIN(sleep_us * 2, (unsigned int)DP_IDLE_MAX_SLEEP_US);
+		dp_idle_round(dc, &idle, nb_round);
 	}
 	for (i = 0; i < dc->nb_ports; i++)
 		dp_tx_flush(&dc->ports[i]);
+	__atomic_store_n(&dc->worker_stop_tsc, rte_rdtsc(), __ATOMIC_RELEASE);
 	return 0;
+}
+
+/* Bare forwarding counts packets only: byte counts would mean looking. */
+static int
+dp_bare_loop(struct dp_core *dc)
+{
+	struct rte_mbuf *pkts[DP_BURST];
+	struct dp_idle idle = { 0, 1 };
+	uint16_t i, k, nb_rx, nb_tx, nb_round;
+	uint64_t now, stop;
+
+	now = rte_rdtsc();
+	stop = dp_stop_tsc(dc, now);
+	__atomic_store_n(&dc->worker_start_tsc, now, __ATOMIC_RELEASE);
+	while (!dp_force_quit) {
+		nb_round = 0;
+		if (unlikely(rte_rdtsc() >= stop))
+			break;
+		for (i = 0; i < dc->nb_ports; i++) {
+			struct dp_port *in = &dc->ports[i];
+			struct dp_port *out =
+				&dc->ports[i + 1 == dc->nb_ports ? 0 : i + 1];
+
+			nb_rx = rte_eth_rx_burst(in->port_id, 0, pkts, DP_BURST);
+			if (nb_rx == 0)
+				continue;
+			in->stats.rx_packets += nb_rx;
+			nb_round += nb_rx;
+			nb_tx = rte_eth_tx_burst(out->port_id, 0, pkts, nb_rx);
+			out->stats.tx_packets += nb_tx;
+			if (unlikely(nb_tx < nb_rx)) {
+				out->stats.tx_dropped += nb_rx - nb_tx;
+				for (k = nb_tx; k < nb_rx; k++)
+					rte_pktmbuf_free(pkts[k]);
+			}
+		}
+		dp_idle_round(dc, &idle, nb_round);
+	}
+	__atomic_store_n(&dc->worker_stop_tsc, rte_rdtsc(), __ATOMIC_RELEASE);
+	return 0;
+}
+
+dp_loop_fn
+dp_worker_loop(enum dp_mode mode)
+{
+	return mode == DP_MODE_BARE ? dp_bare_loop : dp_switch_loop;
+}
+
+const char *
+dp_mode_name(enum dp_mode mode)
+{
+	return mode == DP_MODE_BARE ? "bare" : "switch";
 }

@@ -5,10 +5,11 @@
  * Start-up: EAL init (ports come from EAL options, e.g.
  * --vdev net_af_packet0,iface=veth0 --vdev net_tap0,iface=tswtap0), then
  * the application options after "--", one packet pool, every port set up
- * with one rx and one tx queue in promiscuous mode, and the loop of
- * dp_worker.c on the main lcore. SIGINT and SIGTERM only set a flag; the
- * loop then returns, the last counters are written and the ports closed.
- * Any start-up failure exits with a message; nothing aborts afterwards.
+ * with one rx and one tx queue in promiscuous mode, the control channel
+ * (dp_ctl.c), and the loop of the chosen mode (dp_worker.c) on the main
+ * lcore. SIGINT and SIGTERM only set a flag, and --run-ms ends the loop by
+ * itself; then the last counters are written and the ports closed. Any
+ * start-up failure exits with a message; nothing aborts afterwards.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -46,9 +47,18 @@ dp_usage(const char *prog)
 		"                           port, if any)\n"
 		"  --steer-tcp-port N       steer rack IPv4 TCP to port N to the\n"
 		"                           tap (repeatable, at most %u)\n"
+		"  --steering on|off        initial steering state (default on;\n"
+		"                           the control channel changes it)\n"
+		"  --static-mac MAC@PORT_ID a MAC that never ages or moves\n"
+		"                           (repeatable, at most %u)\n"
+		"  --control PATH           serve the control channel (unix\n"
+		"                           datagram socket) at PATH\n"
+		"  --mode switch|bare       L2 switch with steering (default), or\n"
+		"                           port i to port i+1 unseen (baseline)\n"
+		"  --run-ms N               stop after N milliseconds (benchmarks)\n"
 		"  --no-backoff             busy-poll even when idle (benchmarks)\n",
 		prog, DP_STATS_INTERVAL_MS_DEFAULT, DP_MAC_AGE_S_DEFAULT,
-		DP_MAX_STEER_PORTS);
+		DP_MAX_STEER_PORTS, DP_MAX_STATIC_MACS);
 }
 
 static unsigned long
@@ -65,10 +75,36 @@ dp_parse_ulong(const char *s, unsigned long max, const char *what)
 }
 
 static void
+dp_parse_static_mac(struct dp_options *opt, const char *arg)
+{
+	struct rte_ether_addr addr;
+	struct dp_static_mac *sm;
+	char mac[32];
+	const char *at = strchr(arg, '@');
+
+	if (opt->nb_static_macs == DP_MAX_STATIC_MACS)
+		rte_exit(EXIT_FAILURE, "too many --static-mac\n");
+	if (at == NULL || (size_t)(at - arg) >= sizeof(mac))
+		rte_exit(EXIT_FAILURE, "--static-mac takes MAC@PORT_ID: '%s'\n",
+				arg);
+	memcpy(mac, arg, at - arg);
+	mac[at - arg] = '\0';
+	if (rte_ether_unformat_addr(mac, &addr) != 0 ||
+			!rte_is_unicast_ether_addr(&addr) ||
+			rte_is_zero_ether_addr(&addr))
+		rte_exit(EXIT_FAILURE, "--static-mac: bad unicast MAC '%s'\n",
+				mac);
+	sm = &opt->static_macs[opt->nb_static_macs++];
+	sm->mac = dp_mac_key_of(&addr);
+	sm->port_id = dp_parse_ulong(at + 1, RTE_MAX_ETHPORTS - 1,
+			"--static-mac port");
+}
+
+static void
 dp_parse_args(struct dp_options *opt, int argc, char **argv)
 {
 	enum { O_STATS = 256, O_INTERVAL, O_AGE, O_UPLINK, O_TAP, O_STEER,
-		O_NOBACKOFF };
+		O_NOBACKOFF, O_STEERING, O_STATIC, O_CONTROL, O_MODE, O_RUN };
 	static const struct option longopts[] = {
 		{ "stats-file", required_argument, NULL, O_STATS },
 		{ "stats-interval-ms", required_argument, NULL, O_INTERVAL },
@@ -77,6 +113,11 @@ dp_parse_args(struct dp_options *opt, int argc, char **argv)
 		{ "tap", required_argument, NULL, O_TAP },
 		{ "steer-tcp-port", required_argument, NULL, O_STEER },
 		{ "no-backoff", no_argument, NULL, O_NOBACKOFF },
+		{ "steering", required_argument, NULL, O_STEERING },
+		{ "static-mac", required_argument, NULL, O_STATIC },
+		{ "control", required_argument, NULL, O_CONTROL },
+		{ "mode", required_argument, NULL, O_MODE },
+		{ "run-ms", required_argument, NULL, O_RUN },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -86,6 +127,7 @@ dp_parse_args(struct dp_options *opt, int argc, char **argv)
 	opt->stats_interval_ms = DP_STATS_INTERVAL_MS_DEFAULT;
 	opt->uplink_port_id = -1;
 	opt->tap_port_id = -1;
+	opt->steering = true;
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
 		switch (c) {
@@ -117,6 +159,28 @@ dp_parse_args(struct dp_options *opt, int argc, char **argv)
 			break;
 		case O_NOBACKOFF:
 			opt->no_backoff = true;
+			break;
+		case O_STEERING:
+			if (strcmp(optarg, "on") != 0 && strcmp(optarg, "off") != 0)
+				rte_exit(EXIT_FAILURE, "--steering takes on or off\n");
+			opt->steering = strcmp(optarg, "on") == 0;
+			break;
+		case O_STATIC:
+			dp_parse_static_mac(opt, optarg);
+			break;
+		case O_CONTROL:
+			opt->control_path = optarg;
+			break;
+		case O_MODE:
+			if (strcmp(optarg, "switch") == 0)
+				opt->mode = DP_MODE_SWITCH;
+			else if (strcmp(optarg, "bare") == 0)
+				opt->mode = DP_MODE_BARE;
+			else
+				rte_exit(EXIT_FAILURE, "--mode takes switch or bare\n");
+			break;
+		case O_RUN:
+			opt->run_ms = dp_parse_ulong(optarg, 86400000, "--run-ms");
 			break;
 		case 'h':
 			dp_usage(argv[0]);
@@ -258,7 +322,37 @@ main(int argc, char **argv)
 		rte_exit(EXIT_FAILURE, "--uplink %d: no such port\n",
 				dc->opt.uplink_port_id);
 
+	for (i = 0; i < dc->nb_ports; i++)
+		dc->ports[i].steer_capable = dc->tap_idx >= 0 &&
+			dc->ports[i].role == DP_ROLE_RACK;
+	rc = dp_steer_set_ports(dc, dc->opt.steer_tcp_ports, dc->opt.nb_steer);
+	if (rc == 0)
+		rc = dp_steer_enable(dc, dc->opt.steering && dc->tap_idx >= 0);
+	if (rc != 0)
+		rte_exit(EXIT_FAILURE, "steering: %s\n", strerror(-rc));
+
 	dp_mac_init(&dc->mac, (uint64_t)dc->opt.age_s * rte_get_tsc_hz());
+	for (i = 0; i < dc->opt.nb_static_macs; i++) {
+		const struct dp_static_mac *sm = &dc->opt.static_macs[i];
+		uint16_t idx;
+
+		for (idx = 0; idx < dc->nb_ports; idx++)
+			if (dc->ports[idx].port_id == sm->port_id)
+				break;
+		if (idx == dc->nb_ports)
+			rte_exit(EXIT_FAILURE, "--static-mac: no port %u\n",
+					sm->port_id);
+		rc = dp_mac_add_static(&dc->mac, sm->mac, idx, rte_rdtsc());
+		if (rc != 0)
+			rte_exit(EXIT_FAILURE, "--static-mac #%u: %s\n", i + 1,
+					strerror(-rc));
+	}
+	if (dc->opt.control_path != NULL) {
+		rc = dp_ctl_start(dc, dc->opt.control_path);
+		if (rc != 0)
+			rte_exit(EXIT_FAILURE, "control socket %s: %s\n",
+					dc->opt.control_path, strerror(-rc));
+	}
 
 	/* The first stats file is the readiness signal for supervisors. */
 	rc = dp_stats_write(dc, dc->opt.stats_file);
@@ -268,14 +362,17 @@ main(int argc, char **argv)
 	rc = dp_stats_start(dc);
 	if (rc != 0)
 		rte_exit(EXIT_FAILURE, "stats thread: %s\n", strerror(-rc));
-	printf("tsw-dataplane: ready, %u ports, back-off %s\n", dc->nb_ports,
+	printf("tsw-dataplane: ready, %u ports, mode %s, steering %s, "
+			"back-off %s\n", dc->nb_ports, dp_mode_name(dc->opt.mode),
+			dc->steer_on ? "on" : "off",
 			dc->opt.no_backoff ? "off" : "on");
 	fflush(stdout);
 
-	dp_worker_main(dc);
+	dp_worker_loop(dc->opt.mode)(dc);
 
 	dp_force_quit = true;
 	dp_stats_stop();
+	dp_ctl_stop();
 	for (i = 0; i < dc->nb_ports; i++) {
 		rte_eth_dev_stop(dc->ports[i].port_id);
 		rte_eth_dev_close(dc->ports[i].port_id);

@@ -1,0 +1,231 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The control channel: a unix datagram socket served by one control thread
+ * (never the worker). torswitch.dataplane.ControlClient is the other end.
+ *
+ * Protocol, version 1. A request is one datagram of ASCII words separated
+ * by spaces (a trailing newline is ignored), at most DP_CTL_MAX_REQ bytes:
+ *
+ *     v1 SEQ VERB [ARG...]
+ *
+ * SEQ is any word the client chooses; the reply repeats it so a client
+ * can drop late replies to requests it gave up on. The reply goes to the
+ * sender's address (so the client must bind its socket), one datagram:
+ *
+ *     v1 SEQ ok\n BODY            or          v1 SEQ error MESSAGE\n
+ *
+ * Verbs:
+ *     status               BODY: key=value lines (protocol, mode, ports,
+ *                          steering, steer_tcp_ports, tap_port, worker_us)
+ *     steering on|off      turn HDFS steering on or off (on needs a tap)
+ *     steer-ports [N...]   replace the steered TCP ports (none: clear)
+ *     counters             BODY: the stats file's Prometheus text
+ *
+ * A request for another version is answered "v1 SEQ error unsupported
+ * protocol version", which tells the client what this side speaks. A
+ * command is validated completely before anything changes.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <sys/uio.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <rte_lcore.h>
+
+#include "dp.h"
+
+#define DP_CTL_VERSION "v1"
+#define DP_CTL_MAX_REQ 512
+#define DP_CTL_MAX_WORDS 16
+#define DP_CTL_SNDBUF (1 << 20)
+
+static pthread_t dp_ctl_thread;
+static bool dp_ctl_running;
+static int dp_ctl_fd = -1;
+static char dp_ctl_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+
+/* Writes the reply to f; returns NULL on success or an error message. */
+static const char *
+dp_ctl_exec(struct dp_core *dc, char **w, int nw, FILE *f)
+{
+	uint16_t ports[DP_MAX_STEER_PORTS], i;
+	char *end;
+	long v;
+	int rc;
+
+	if (strcmp(w[0], "status") == 0 && nw == 1) {
+		fprintf(f, "protocol=1\nmode=%s\nports=%u\nsteering=%s\n"
+				"steer_tcp_ports=", dp_mode_name(dc->opt.mode),
+				dc->nb_ports,
+				__atomic_load_n(&dc->steer_on, __ATOMIC_ACQUIRE) ?
+				"on" : "off");
+		for (i = 0; i < dc->nb_steer; i++)
+			fprintf(f, "%s%u", i ? "," : "", dc->steer_ports[i]);
+		if (dc->tap_idx >= 0)
+			fprintf(f, "\ntap_port=%u\n",
+					dc->ports[dc->tap_idx].port_id);
+		else
+			fprintf(f, "\ntap_port=none\n");
+		return NULL;
+	}
+	if (strcmp(w[0], "steering") == 0 && nw == 2) {
+		if (strcmp(w[1], "on") != 0 && strcmp(w[1], "off") != 0)
+			return "steering takes on or off";
+		rc = dp_steer_enable(dc, strcmp(w[1], "on") == 0);
+		return rc == 0 ? NULL : "no tap port to steer to";
+	}
+	if (strcmp(w[0], "steer-ports") == 0) {
+		if (nw - 1 > DP_MAX_STEER_PORTS)
+			return "too many steered ports";
+		for (i = 0; i < nw - 1; i++) {
+			errno = 0;
+			v = strtol(w[i + 1], &end, 10);
+			if (errno != 0 || *end != '\0' || v < 1 || v > 65535)
+				return "steered ports are numbers 1..65535";
+			ports[i] = (uint16_t)v;
+		}
+		rc = dp_steer_set_ports(dc, ports, (uint16_t)(nw - 1));
+		return rc == 0 ? NULL : "invalid steered ports";
+	}
+	if (strcmp(w[0], "counters") == 0 && nw == 1) {
+		dp_stats_print(dc, f);
+		return NULL;
+	}
+	return "unknown command or wrong number of arguments";
+}
+
+static void
+dp_ctl_serve(struct dp_core *dc, char *req, size_t len,
+		const struct sockaddr_un *peer, socklen_t peer_len)
+{
+	char *w[DP_CTL_MAX_WORDS], *save = NULL, *tok, *body = NULL;
+	char head[DP_CTL_MAX_REQ + 64];
+	const char *seq, *err = NULL;
+	size_t body_len = 0;
+	struct iovec iov[2];
+	struct msghdr msg;
+	int nw = 0, head_len;
+	FILE *f;
+
+	req[len] = '\0';
+	for (tok = strtok_r(req, " \t\r\n", &save); tok != NULL;
+			tok = strtok_r(NULL, " \t\r\n", &save)) {
+		if (nw == DP_CTL_MAX_WORDS) {
+			err = "too many words";
+			break;
+		}
+		w[nw++] = tok;
+	}
+	seq = nw >= 2 ? w[1] : "-";
+	if (err == NULL && nw >= 1 && strcmp(w[0], DP_CTL_VERSION) != 0)
+		err = "unsupported protocol version";
+	else if (err == NULL && nw < 3)
+		err = "no command";
+	if (err == NULL) {
+		f = open_memstream(&body, &body_len);
+		if (f == NULL)
+			return;	/* no memory: the client times out, retries */
+		err = dp_ctl_exec(dc, w + 2, nw - 2, f);
+		if (fclose(f) != 0)
+			err = "out of memory";
+	}
+	if (err != NULL) {
+		head_len = snprintf(head, sizeof(head),
+				DP_CTL_VERSION " %s error %s\n", seq, err);
+		body_len = 0;
+	} else {
+		head_len = snprintf(head, sizeof(head),
+				DP_CTL_VERSION " %s ok\n", seq);
+	}
+	if (peer_len > sizeof(sa_family_t)) {
+		iov[0].iov_base = head;
+		iov[0].iov_len = (size_t)head_len;
+		iov[1].iov_base = body;
+		iov[1].iov_len = body_len;
+		memset(&msg, 0, sizeof(msg));
+		msg.msg_name = (void *)peer;
+		msg.msg_namelen = peer_len;
+		msg.msg_iov = iov;
+		msg.msg_iovlen = 2;
+		sendmsg(dp_ctl_fd, &msg, MSG_DONTWAIT);
+	}
+	free(body);
+}
+
+static void *
+dp_ctl_loop(void *arg)
+{
+	struct dp_core *dc = arg;
+	char req[DP_CTL_MAX_REQ + 1];
+	struct sockaddr_un peer;
+	socklen_t peer_len;
+	ssize_t n;
+
+	while (!dp_force_quit) {
+		peer_len = sizeof(peer);
+		n = recvfrom(dp_ctl_fd, req, DP_CTL_MAX_REQ, 0,
+				(struct sockaddr *)&peer, &peer_len);
+		if (n < 0)
+			continue;	/* timeout (to look at dp_force_quit) */
+		dp_ctl_serve(dc, req, (size_t)n, &peer, peer_len);
+	}
+	return NULL;
+}
+
+/* Binds path (replacing a stale socket file) and starts the control
+ * thread. Returns 0 or a negative errno. */
+int
+dp_ctl_start(struct dp_core *dc, const char *path)
+{
+	struct sockaddr_un addr = { .sun_family = AF_UNIX };
+	struct timeval tv = { .tv_sec = 0, .tv_usec = 100000 };
+	int sndbuf = DP_CTL_SNDBUF, rc;
+
+	if (strlen(path) >= sizeof(addr.sun_path))
+		return -ENAMETOOLONG;
+	strcpy(addr.sun_path, path);
+	dp_ctl_fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (dp_ctl_fd < 0)
+		return -errno;
+	unlink(path);
+	if (bind(dp_ctl_fd, (struct sockaddr *)&addr, sizeof(addr)) != 0 ||
+			setsockopt(dp_ctl_fd, SOL_SOCKET, SO_RCVTIMEO, &tv,
+				sizeof(tv)) != 0 ||
+			setsockopt(dp_ctl_fd, SOL_SOCKET, SO_SNDBUF, &sndbuf,
+				sizeof(sndbuf)) != 0) {
+		rc = -errno;
+		close(dp_ctl_fd);
+		dp_ctl_fd = -1;
+		return rc;
+	}
+	strcpy(dp_ctl_path, path);
+	rc = rte_ctrl_thread_create(&dp_ctl_thread, "dp-ctl", NULL,
+			dp_ctl_loop, dc);
+	if (rc != 0) {
+		dp_ctl_stop();
+		return -rc;
+	}
+	dp_ctl_running = true;
+	return 0;
+}
+
+/* Joins the control thread (after dp_force_quit is set) and removes the
+ * socket. */
+void
+dp_ctl_stop(void)
+{
+	if (dp_ctl_running)
+		pthread_join(dp_ctl_thread, NULL);
+	dp_ctl_running = false;
+	if (dp_ctl_fd >= 0) {
+		close(dp_ctl_fd);
+		unlink(dp_ctl_path);
+	}
+	dp_ctl_fd = -1;
+}
