@@ -65,26 +65,40 @@ def register(subparsers: Any) -> None:
     )
     up.add_argument("--datanodes", type=int, default=3, metavar="N", help="DataNodes (default 3)")
     up.add_argument(
-        "--uplink-rate", type=_type(parse_rate), default=10**9, metavar="R",
+        "--uplink-rate",
+        type=_type(parse_rate),
+        default=10**9,
+        metavar="R",
         help="rate of the rack-A uplink, tc units (default 1gbit)",
     )
     up.add_argument(
-        "--uplink-delay", type=_type(parse_delay), default=0.2, metavar="D",
+        "--uplink-delay",
+        type=_type(parse_delay),
+        default=0.2,
+        metavar="D",
         help="one-way delay of the uplink (default 0.2ms; needs netem in the kernel)",
     )
     up.add_argument(
-        "--block-size", type=_type(parse_size), default=8 << 20, metavar="B",
+        "--block-size",
+        type=_type(parse_size),
+        default=8 << 20,
+        metavar="B",
         help="HDFS block size (default 8m)",
     )
     up.add_argument(
-        "--replication", type=int, default=1, metavar="N",
+        "--replication",
+        type=int,
+        default=1,
+        metavar="N",
         help="HDFS replication (default 1, so each block has exactly one DataNode)",
     )
     up.add_argument("--json", action="store_true", help="print one JSON object")
     up.set_defaults(func=_up)
 
     st = sub.add_parser(
-        "status", parents=[common], help="hosts, daemons, live DataNodes, read counters",
+        "status",
+        parents=[common],
+        help="hosts, daemons, live DataNodes, read counters",
         description="Show the instance; exits with status 3 when it is not (fully) up.",
     )
     st.add_argument("--json", action="store_true", help="print one JSON object")
@@ -98,7 +112,7 @@ def register(subparsers: Any) -> None:
         "and HADOOP_CONF_DIR set, e.g. `torswitch testbed exec c1 -- hdfs dfs -ls /`.",
     )
     ex.add_argument("host", metavar="HOST", help="c1, c2, tor-a, core, nn, dn1 ...")
-    ex.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD ...")
+    ex.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD ...")
     ex.set_defaults(func=_exec)
 
     ld = sub.add_parser(
@@ -112,12 +126,18 @@ def register(subparsers: Any) -> None:
     ld.add_argument("--dir", default="/data", help="HDFS directory (default /data)")
     ld.add_argument("--raw-files", type=int, default=0, metavar="N", help="raw byte files")
     ld.add_argument(
-        "--raw-size", type=_type(parse_size), default=64 << 20, metavar="B",
+        "--raw-size",
+        type=_type(parse_size),
+        default=64 << 20,
+        metavar="B",
         help="size of each raw file (default 64m)",
     )
     ld.add_argument("--parquet-files", type=int, default=0, metavar="N", help="Parquet files")
     ld.add_argument(
-        "--parquet-size", type=_type(parse_size), default=64 << 20, metavar="B",
+        "--parquet-size",
+        type=_type(parse_size),
+        default=64 << 20,
+        metavar="B",
         help="approximate size of each Parquet file (default 64m)",
     )
     ld.add_argument("--seed", type=int, default=0, help="content seed (default 0)")
@@ -154,26 +174,33 @@ def _up(args: argparse.Namespace) -> int:
     for warning in report.warnings:
         print(f"torswitch testbed up: warning: {warning}", file=sys.stderr)
     if args.json:
-        print(json.dumps({
-            "instance": instance,
-            "run_dir": str(RunDir(instance).path),
-            "seconds": round(report.seconds, 2),
-            "jvm_rss_bytes": report.jvm_rss_bytes,
-            "hosts": report.state.hosts,
-            "daemons": [d.__dict__ for d in report.state.daemons],
-            "options": report.state.options,
-            "warnings": report.warnings,
-        }, indent=2))
+        print(
+            json.dumps(
+                {
+                    "instance": instance,
+                    "run_dir": str(RunDir(instance).path),
+                    "seconds": round(report.seconds, 2),
+                    "jvm_rss_bytes": report.jvm_rss_bytes,
+                    "hosts": report.state.hosts,
+                    "daemons": [d.__dict__ for d in report.state.daemons],
+                    "options": report.state.options,
+                    "warnings": report.warnings,
+                },
+                indent=2,
+            )
+        )
         return 0
     nn = next(h for h in report.state.hosts if h["role"] == "namenode")
+    shaper = report.state.options.get("shaper")
+    delay = f"{opts.delay_ms:g} ms" if shaper == "netem" else "no delay"
     print(
         f"testbed {instance!r} up in {report.seconds:.1f} s: NameNode hdfs://{nn['address']}:8020, "
-        f"{opts.datanodes} DataNodes, uplink {format_rate(opts.rate_bps)}"
-        f" {opts.delay_ms:g} ms ({report.state.options.get('shaper')}), "
+        f"{opts.datanodes} DataNodes, uplink {format_rate(opts.rate_bps)} {delay} ({shaper}), "
         f"block size {format_size(opts.block_size)}"
     )
-    print(f"JVM memory: {format_size(report.jvm_rss_bytes)} RSS in "
-          f"{len(report.state.daemons)} JVMs")
+    print(
+        f"JVM memory: {format_size(report.jvm_rss_bytes)} RSS in {len(report.state.daemons)} JVMs"
+    )
     print(f"try: torswitch testbed exec{_flag(instance)} c1 -- hdfs dfs -ls /")
     return 0
 
@@ -208,14 +235,19 @@ def _status(args: argparse.Namespace) -> int:
     for h in report.hosts:
         d = pids.get(h["name"])
         daemon = (
-            f"pid {d['pid']} {'running' if d['running'] else 'DEAD'} "
-            f"{format_size(d['rss_bytes'])}" if d else "-"
+            f"pid {d['pid']} {'running' if d['running'] else 'DEAD'} {format_size(d['rss_bytes'])}"
+            if d
+            else "-"
         )
-        print(f"{h['name']:<7}{h['role']:<10}{h['rack'] or '-':<9}{h['address'] or '-':<14}"
-              f"{h['namespace']:<16}{daemon}")
+        print(
+            f"{h['name']:<7}{h['role']:<10}{h['rack'] or '-':<9}{h['address'] or '-':<14}"
+            f"{h['namespace']:<16}{daemon}"
+        )
     want = report.options.get("datanodes")
-    print(f"live DataNodes: {report.live_datanodes}/{want}, safe mode: "
-          f"{'off' if report.safe_mode == '' else report.safe_mode or 'unknown'}")
+    print(
+        f"live DataNodes: {report.live_datanodes}/{want}, safe mode: "
+        f"{'off' if report.safe_mode == '' else report.safe_mode or 'unknown'}"
+    )
     if report.uplink:
         u = report.uplink
         delay = f"{u['delay_ms']:g} ms" if u["shaper"] == "netem" else "delay not emulated"
@@ -223,10 +255,10 @@ def _status(args: argparse.Namespace) -> int:
     if report.datanode_reads:
         print(f"{'DataNode':<10}{'BytesRead':>14}{'BlocksRead':>12}{'ReadBlockOps':>14}")
         for name, c in report.datanode_reads.items():
-            print(f"{name:<10}{c['BytesRead']:>14}{c['BlocksRead']:>12}"
-                  f"{c['ReadBlockOpNumOps']:>14}")
-    print(f"JVM memory: {format_size(report.jvm_rss_bytes)} RSS; up took "
-          f"{report.ready_seconds} s")
+            print(
+                f"{name:<10}{c['BytesRead']:>14}{c['BlocksRead']:>12}{c['ReadBlockOpNumOps']:>14}"
+            )
+    print(f"JVM memory: {format_size(report.jvm_rss_bytes)} RSS; up took {report.ready_seconds} s")
     for problem in report.problems:
         print(f"problem: {problem}", file=sys.stderr)
     return 0 if healthy else NOT_UP_STATUS
@@ -235,7 +267,7 @@ def _status(args: argparse.Namespace) -> int:
 def _exec(args: argparse.Namespace) -> int:
     from torswitch.testbed.handle import Testbed
 
-    command = list(args.command)
+    command = list(args.cmd)
     if command[:1] == ["--"]:
         command = command[1:]
     if not command:
@@ -277,8 +309,7 @@ def _down(args: argparse.Namespace) -> int:
         print(
             f"testbed {instance!r} down: stopped {report.jvms_stopped} JVM(s)"
             + (f" ({report.jvms_killed} killed)" if report.jvms_killed else "")
-            + (f" and {report.other_processes} other process(es)" if report.other_processes
-               else "")
+            + (f" and {report.other_processes} other process(es)" if report.other_processes else "")
             + f", removed {len(report.namespaces_removed)} namespace(s)"
         )
     else:

@@ -231,8 +231,11 @@ def _reap(pid: int) -> None:
 def is_running(record: DaemonRecord, instance: str) -> bool:
     """Whether `record`'s PID is still that testbed JVM (not a recycled PID)."""
     _reap(record.pid)
+    if not pid_alive(record.pid):
+        return False
     argv = _cmdline(record.pid)
-    return marker(instance, record.name) in argv and record.main_class in argv
+    # The command line reads as empty for a moment while `ip netns exec` execs java.
+    return not argv or (marker(instance, record.name) in argv and record.main_class in argv)
 
 
 def testbed_jvms(instance: str) -> dict[int, str]:
@@ -243,12 +246,13 @@ def testbed_jvms(instance: str) -> dict[int, str]:
         if not entry.name.isdigit():
             continue
         pid = int(entry.name)
-        _reap(pid)
+        # No reaping here: this scans every process, and collecting someone else's child
+        # would steal its exit status. A zombie has an empty command line, so it never matches.
         for arg in _cmdline(pid):
             if arg.startswith(prefix):
-                found[pid] = arg[len(prefix):]
+                found[pid] = arg[len(prefix) :]
                 break
-    return found
+    return {pid: name for pid, name in found.items() if pid_alive(pid)}
 
 
 def stop_pids(pids: Iterable[int], grace: float = 10.0) -> list[int]:
@@ -268,7 +272,7 @@ def stop_pids(pids: Iterable[int], grace: float = 10.0) -> list[int]:
         time.sleep(0.1)
         for pid in list(pending):
             _reap(pid)
-            if not _alive(pid):
+            if not pid_alive(pid):
                 pending.discard(pid)
     killed = sorted(pending)
     for pid in killed:
@@ -279,13 +283,14 @@ def stop_pids(pids: Iterable[int], grace: float = 10.0) -> list[int]:
     for pid in killed:
         for _ in range(50):
             _reap(pid)
-            if not _alive(pid):
+            if not pid_alive(pid):
                 break
             time.sleep(0.1)
     return killed
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether `pid` exists and has not exited (a zombie waiting to be reaped counts as gone)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except (FileNotFoundError, ProcessLookupError):
@@ -329,7 +334,8 @@ def launcher_script(paths: LauncherPaths) -> str:
     """Text of the ``bin/hdfs`` launcher of one run directory.
 
     Like the ``hdfs`` script of a Hadoop distribution it maps a subcommand to a main class and
-    runs it with the client configuration; the host it runs on comes from
+    runs it with the configuration in $HADOOP_CONF_DIR (default: the testbed's client conf)
+    and extra JVM options from $HADOOP_CLIENT_OPTS. The host it runs on comes from
     $TORSWITCH_TESTBED_HOST, which `testbed exec` sets, and selects the JVM hosts file.
     """
     base = java_argv(
@@ -342,8 +348,12 @@ def launcher_script(paths: LauncherPaths) -> str:
         lib=paths.lib,
         main_class="MAIN",
     )
-    # Split the fixed part around the placeholders so the shell fills them in.
-    opts = " ".join(shlex.quote(a) for a in base[1:-1] if not a.startswith("-Djdk.net.hosts"))
+    # The fixed options; hosts file and classpath depend on the environment, so the shell
+    # fills those in. Logging always uses the testbed's log4j.properties (stderr only).
+    cp_at = base.index("-cp")
+    fixed = [a for a in base[1:cp_at] if not a.startswith("-Djdk.net.hosts.file=")]
+    opts = " ".join(shlex.quote(a) for a in fixed)
+    jars = shlex.quote(f"{paths.lib}/resources:{paths.lib}/*")
     cases = "\n".join(f"  {cmd}) main={cls} ;;" for cmd, cls in CLIENT_COMMANDS.items())
     names = " ".join(CLIENT_COMMANDS)
     return f"""#!/bin/sh
@@ -357,10 +367,11 @@ if [ ! -f "$hosts_file" ]; then
   echo "hdfs: unknown testbed host '$host' (TORSWITCH_TESTBED_HOST)" >&2
   exit 2
 fi
+conf="${{HADOOP_CONF_DIR:-{shlex.quote(str(paths.client_conf))}}}"
 cmd="${{1:-}}"
 case "$cmd" in
 {cases}
-  classpath) echo {shlex.quote(f"{paths.client_conf}:{paths.lib}/resources:{paths.lib}/*")}; exit 0 ;;
+  classpath) echo "$conf:"{jars}; exit 0 ;;
   ""|-h|--help|help)
     echo "Usage: hdfs COMMAND [ARGS...]" >&2
     echo "  COMMAND: {names} classpath" >&2
@@ -369,8 +380,10 @@ case "$cmd" in
 esac
 shift
 export MALLOC_ARENA_MAX=4
-exec {shlex.quote(paths.java)} ${{HADOOP_CLIENT_OPTS:-}} \\
-  -Djdk.net.hosts.file="$hosts_file" \\
+exec {shlex.quote(paths.java)} \\
   {opts} \\
+  -Djdk.net.hosts.file="$hosts_file" \\
+  ${{HADOOP_CLIENT_OPTS:-}} \\
+  -cp "$conf:"{jars} \\
   "$main" "$@"
 """

@@ -27,6 +27,12 @@ from torswitch.testbed.state import INSTANCE_ENV, RunDir, State
 HOST_ENV = "TORSWITCH_TESTBED_HOST"
 
 
+def _rotation_order(path: Path) -> int:
+    """Oldest first: dn1.log.2, dn1.log.1, dn1.log (log4j's RollingFileAppender names)."""
+    suffix = path.name.rsplit(".log", 1)[1].lstrip(".")
+    return -int(suffix) if suffix.isdigit() else 0
+
+
 class Testbed:
     """A running testbed instance.
 
@@ -163,9 +169,9 @@ class Testbed:
         """`datanode_reads` of every DataNode, by name."""
         return {dn: self.datanode_reads(dn) for dn in self.datanodes}
 
-    def settled_datanode_reads(self, quiet_s: float = 2.5, timeout: float = 20.0) -> dict[
-        str, dict[str, int]
-    ]:
+    def settled_datanode_reads(
+        self, quiet_s: float = 2.5, timeout: float = 20.0
+    ) -> dict[str, dict[str, int]]:
         """All DataNodes' read counters once they stop changing for `quiet_s` seconds.
 
         Use after a read to get its final effect despite the metrics period. Raises
@@ -182,6 +188,27 @@ class Testbed:
             elif time.monotonic() - since >= quiet_s:
                 return now
         raise TimeoutError(f"DataNode read counters still changing after {timeout} s")
+
+    def client_traces(self, datanode: str, op: str = "HDFS_READ") -> list[dict[str, str]]:
+        """The DataNode's client-trace records of operation `op` so far, oldest first.
+
+        One record per completed transfer, written as it completes (no metrics period), with
+        the fields of Hadoop's DN_CLIENTTRACE_FORMAT as strings: ``src``, ``dest`` (the
+        client's ip:port for reads, with a leading /), ``bytes``, ``op``, ``cliID``,
+        ``offset``, ``blockid`` (``BP-...:blk_<id>_<genstamp>``), ``duration(ns)`` ...
+        Raises `BadValue` for an unknown DataNode.
+        """
+        self.topology.host(datanode)
+        logs = sorted(self.log_dir.glob(f"{datanode}.log*"), key=_rotation_order)
+        records = []
+        for log in logs:
+            for line in log.read_text(errors="replace").splitlines():
+                if "clienttrace: " not in line or f"op: {op}," not in line:
+                    continue
+                body = line.split("clienttrace: ", 1)[1]
+                fields = (part.split(": ", 1) for part in body.split(", "))
+                records.append({kv[0]: kv[1] for kv in fields if len(kv) == 2})
+        return records
 
     # ---- uplink ---------------------------------------------------------------------------
 

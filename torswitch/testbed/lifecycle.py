@@ -22,7 +22,14 @@ from typing import Any
 from tqdm import tqdm
 
 from torswitch.testbed import config, hadoop, netns, topology
-from torswitch.testbed.errors import AlreadyUp, NotReady, NotUp, StartupFailed, TestbedError
+from torswitch.testbed.errors import (
+    AlreadyUp,
+    InUse,
+    NotReady,
+    NotUp,
+    StartupFailed,
+    TestbedError,
+)
 from torswitch.testbed.jmx import (
     DATANODE_ACTIVITY,
     NAMENODE_INFO,
@@ -126,8 +133,14 @@ def _render(run: RunDir, topo: topology.Topology, opts: UpOptions, java: str, li
 
 
 def _daemon_argv(
-    run: RunDir, topo: topology.Topology, java: str, lib: str, process: str, role: str,
-    main_class: str, args: tuple[str, ...] = (), log: bool = True,
+    run: RunDir,
+    topo: topology.Topology,
+    java: str,
+    lib: str,
+    process: str,
+    role: str,
+    main_class: str,
+    args: tuple[str, ...] = (),
 ) -> list[str]:
     """The java command line of `process` (its conf dir, hosts file and log)."""
     return hadoop.java_argv(
@@ -140,7 +153,7 @@ def _daemon_argv(
         lib=Path(lib),
         main_class=main_class,
         args=args,
-        log_dir=run.log_dir if log else None,
+        log_dir=run.log_dir,
     )
 
 
@@ -277,7 +290,13 @@ def _up_locked(
     bar.set_description("format NameNode")
     nn = topo.by_role("namenode")[0]
     fmt = _daemon_argv(
-        run, topo, java, lib, nn.name, "namenode", hadoop.NAMENODE_CLASS,
+        run,
+        topo,
+        java,
+        lib,
+        nn.name,
+        "namenode",
+        hadoop.NAMENODE_CLASS,
         ("-format", "-force", "-nonInteractive", "-clusterid", f"testbed-{topo.instance}"),
     )
     hadoop.run_tool(fmt, nn.namespace, run.log_dir / "format.out", FORMAT_TIMEOUT_S)
@@ -290,8 +309,12 @@ def _up_locked(
         argv = _daemon_argv(run, topo, java, lib, host.name, role, main)
         state.daemons.append(
             hadoop.start_daemon(
-                argv, host.namespace, run.log_dir / f"{host.name}.out",
-                name=host.name, host=host.name, main_class=main,
+                argv,
+                host.namespace,
+                run.log_dir / f"{host.name}.out",
+                name=host.name,
+                host=host.name,
+                main_class=main,
             )
         )
         run.save(state)
@@ -308,7 +331,7 @@ def _up_locked(
             done[0] = min(n, want)
 
     _wait_ready(run, state, topo, on_live)
-    bar.update(bar.total - bar.n)
+    bar.update((bar.total or 0) - bar.n)
     seconds = time.monotonic() - started
     rss = sum(hadoop.rss_bytes(d.pid) for d in state.daemons)
     state.ready_seconds = round(seconds, 2)
@@ -355,6 +378,27 @@ def _teardown(instance: str, run: RunDir) -> DownReport:
         raise TestbedError(f"could not remove namespace(s) {', '.join(left)}")
     run.forget()
     return report
+
+
+def reclaim(
+    instance: str, owner_alive: Callable[[int | None], bool], *, run: RunDir | None = None
+) -> DownReport:
+    """Tear down `instance` unless its recorded owner is still alive.
+
+    For test sessions: an instance left by a crashed session is removed, one that a live
+    session owns is not. The check and the teardown happen under the instance lock, so a
+    session that has just brought the instance up is never taken down. Raises `InUse` if the
+    owner is alive or another process holds the lock.
+    """
+    run = run or RunDir(instance)
+    with run.lock():
+        try:
+            owner = run.load().owner_pid
+        except NotUp:
+            owner = None
+        if owner is not None and owner_alive(owner):
+            raise InUse(f"testbed {instance!r} belongs to the running process {owner}")
+        return _teardown(instance, run)
 
 
 def down(instance: str, *, run: RunDir | None = None) -> DownReport:
@@ -413,8 +457,9 @@ def status(instance: str, *, run: RunDir | None = None) -> StatusReport:
             problems.append(f"{d.name} (pid {d.pid}) is not running")
         mem = hadoop.rss_bytes(d.pid) if running else 0
         rss += mem
-        daemons.append({"name": d.name, "host": d.host, "pid": d.pid, "running": running,
-                        "rss_bytes": mem})
+        daemons.append(
+            {"name": d.name, "host": d.host, "pid": d.pid, "running": running, "rss_bytes": mem}
+        )
     live: int | None = None
     safe_mode: str | None = None
     try:
@@ -456,5 +501,10 @@ def status(instance: str, *, run: RunDir | None = None) -> StatusReport:
 
 def state_host(h: topology.Host) -> dict[str, Any]:
     """A host as plain data."""
-    return {"name": h.name, "role": h.role, "namespace": h.namespace, "address": h.address,
-            "rack": h.rack}
+    return {
+        "name": h.name,
+        "role": h.role,
+        "namespace": h.namespace,
+        "address": h.address,
+        "rack": h.rack,
+    }

@@ -92,7 +92,7 @@ def connect(ns: str, host: str, port: int, timeout: float = 5.0) -> socket.socke
     `timeout` (seconds) applies to the connect and stays set on the returned socket. Raises
     `FileNotFoundError` if the namespace does not exist and the usual `OSError`s of connect.
     """
-    result: list[socket.socket | BaseException] = []
+    result: list[socket.socket | OSError] = []
 
     def worker() -> None:
         try:
@@ -104,15 +104,17 @@ def connect(ns: str, host: str, port: int, timeout: float = 5.0) -> socket.socke
             finally:
                 os.close(fd)
             result.append(socket.create_connection((host, port), timeout=timeout))
-        except BaseException as exc:  # handed to the calling thread below
+        except OSError as exc:  # handed to the calling thread below
             result.append(exc)
 
     # The thread ends right after connecting, so the namespace switch dies with it.
     thread = threading.Thread(target=worker, name=f"netns-connect-{ns}", daemon=True)
     thread.start()
     thread.join()
+    if not result:
+        raise OSError(f"connect from namespace {ns} to {host}:{port} failed")
     outcome = result[0]
-    if isinstance(outcome, BaseException):
+    if isinstance(outcome, OSError):
         raise outcome
     return outcome
 

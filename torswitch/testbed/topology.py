@@ -157,7 +157,9 @@ def plan(instance: str, datanodes: int = 3, clients: int = DEFAULT_CLIENTS) -> T
     hosts.append(mk(TOR, "tor", TOR_ADDRESS, None))
     hosts.append(mk(CORE, "core", None, None))
     hosts.append(mk("nn", "namenode", "198.18.2.10", RACK_B))
-    hosts += [mk(f"dn{i}", "datanode", f"198.18.2.{10 + i}", RACK_B) for i in range(1, datanodes + 1)]
+    hosts += [
+        mk(f"dn{i}", "datanode", f"198.18.2.{10 + i}", RACK_B) for i in range(1, datanodes + 1)
+    ]
 
     links = [Link(h.name, HOST_PORT, TOR, h.name) for h in hosts if h.role == "client"]
     links.append(Link(TOR, UPLINK_TOR_PORT, CORE, UPLINK_CORE_PORT))
@@ -277,8 +279,21 @@ def build_commands(topo: Topology, tor_mode: str = "bridge") -> list[list[str]]:
     for link in topo.links:
         a, b = by_name[link.a].namespace, by_name[link.b].namespace
         cmds.append(
-            ["ip", "-n", a, "link", "add", link.a_dev, "type", "veth", "peer", "name", link.b_dev,
-             "netns", b]
+            [
+                "ip",
+                "-n",
+                a,
+                "link",
+                "add",
+                link.a_dev,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                link.b_dev,
+                "netns",
+                b,
+            ]
         )
     cmds += TOR_MODES[tor_mode](topo)
     core = topo.host(CORE).namespace
@@ -291,8 +306,16 @@ def build_commands(topo: Topology, tor_mode: str = "bridge") -> list[list[str]]:
         if h.role in ("tor", "core"):
             continue
         cmds.append(
-            ["ip", "-n", h.namespace, "addr", "add", f"{h.address}/{SEGMENT_PREFIX_LEN}", "dev",
-             HOST_PORT]
+            [
+                "ip",
+                "-n",
+                h.namespace,
+                "addr",
+                "add",
+                f"{h.address}/{SEGMENT_PREFIX_LEN}",
+                "dev",
+                HOST_PORT,
+            ]
         )
         cmds.append(["ip", "-n", h.namespace, "link", "set", HOST_PORT, "up"])
         # Transmit checksum offload off: a veth otherwise hands out TCP segments with a partial
