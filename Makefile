@@ -58,6 +58,7 @@ $(HADOOP_LIB_STAMP): hadoop/pom.xml | deps
 build: deps venv hadoop-jars
 
 proto: venv
+	$(PIP) install -q 'grpcio-tools==1.85.1'
 	$(PY) setup.py -q build_proto
 
 # The DPDK data plane (native/dataplane), against Debian's DPDK through pkg-config libdpdk.
@@ -68,9 +69,11 @@ dataplane: deps
 
 test-c:
 	$(MAKE) -s -C native/tests run
+	$(MAKE) -s -C native/dataplane/tests run
 
 debug:
 	$(MAKE) -s -C native/tests run-debug
+	$(MAKE) -s -C native/dataplane/tests run-debug
 
 test-unit: build test-c
 	$(PYTEST) -q tests
@@ -96,7 +99,7 @@ lint: build
 	$(VENV)/bin/mypy torswitch
 
 clean:
-	rm -rf build native/tests/build native/dataplane/build torswitch/_core*.so torswitch/_core.c torswitch/api $(STAMPS)
+	rm -rf build native/tests/build native/dataplane/build native/dataplane/tests/build torswitch/_core*.so torswitch/_core.c torswitch/api $(STAMPS)
 
 distclean: clean
 	rm -rf $(VENV) hadoop/lib

@@ -20,6 +20,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "torswitch.commands.bench",
     "torswitch.commands.demo",
     "torswitch.commands.testbed",
+    "torswitch.commands.hdfs",
+    "torswitch.commands.dataplane",
 )
 
 

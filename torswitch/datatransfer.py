@@ -38,11 +38,10 @@ import struct
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final, cast
 
 from google.protobuf.message import Message
 
-from torswitch.api.hadoop import ClientNamenodeProtocol_pb2 as _cnp  # noqa: F401 (registers)
 from torswitch.api.hadoop import Security_pb2 as sec
 from torswitch.api.hadoop import datatransfer_pb2 as dt
 from torswitch.api.hadoop import hdfs_pb2 as hdfs
@@ -165,7 +164,7 @@ class Request:
     """An op request. `op` is an Op, or the raw int for codes this codec does not know."""
 
     op: Op | int
-    message: Message | None
+    message: Any  # the op's request message (REQUEST_MESSAGES), None for unknown ops
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,7 +172,7 @@ class Response:
     """The DataNode's first reply to `op` (a BlockOpResponseProto for most ops)."""
 
     op: Op
-    message: Message
+    message: Any  # RESPONSE_MESSAGES[op]
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,7 +205,7 @@ class Data:
 class ReadStatus:
     """The client's ClientReadStatusProto after a read (CHECKSUM_OK or SUCCESS)."""
 
-    message: Message
+    message: Any  # dt.ClientReadStatusProto
 
 
 @dataclass(frozen=True, slots=True)
@@ -335,6 +334,11 @@ class StreamParser:
     def checksum(self) -> ChecksumSpec:
         """Checksum type and chunk size of the packets being parsed."""
         return self._spec
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Bytes held back waiting for the rest of a message or packet (at most one packet)."""
+        return len(self._acc)
 
     @property
     def at_boundary(self) -> bool:
@@ -541,7 +545,7 @@ class StreamParser:
             self._state = _S.AFTER_READ
         elif op is Op.WRITE_BLOCK:
             self._start_packets(
-                _spec_from_proto(msg.requestedChecksum),  # type: ignore[attr-defined]
+                _spec_from_proto(msg.requestedChecksum),
                 from_datanode=False,
                 first_offset=0,
             )
@@ -560,9 +564,10 @@ class StreamParser:
         assert isinstance(op, Op)
         msg = _parse(RESPONSE_MESSAGES[op], raw, f"{op.name} response")
         events.append(Response(op, msg))
-        status = msg.status  # type: ignore[attr-defined]
+        status = msg.status
         if op is Op.REPLACE_BLOCK and status == dt.IN_PROGRESS:
-            return True  # keep-alive; the final reply follows
+            self._state = _S.RESP_LEN  # keep-alive; the final reply to the same op follows
+            return True
         self._expected.popleft()
         if status != dt.SUCCESS:
             events.append(End(op))
@@ -577,10 +582,10 @@ class StreamParser:
             self._state = _S.RESP_LEN
         return True
 
-    def _start_read(self, msg: Message, request: Message | None) -> None:
+    def _start_read(self, msg: Any, request: Message | None) -> None:
         if not msg.HasField("readOpChecksumInfo"):
             raise ProtocolError("successful read response without readOpChecksumInfo")
-        info = msg.readOpChecksumInfo  # type: ignore[attr-defined]
+        info = msg.readOpChecksumInfo
         spec = _spec_from_proto(info.checksum)
         chunk_offset = info.chunkOffset
         if request is not None and isinstance(request, dt.OpReadBlockProto):
@@ -702,11 +707,12 @@ class ConnectionParser:
         return self.datanode.feed(data)
 
 
-def _parse(cls: type[Message], raw: memoryview, what: str) -> Message:
+def _parse(cls: type[Message], raw: memoryview, what: str) -> Any:
     """Decode one message, insisting on its required fields (upb does not check them)."""
     try:
-        msg = cls.FromString(bytes(raw))
-    except Exception as exc:  # protobuf raises DecodeError, and more on odd input
+        msg: Any = cls.FromString(bytes(raw))
+    except Exception as exc:  # noqa: BLE001 - the codec raises only ProtocolError, whatever
+        # the protobuf runtime throws on junk (DecodeError today).
         raise ProtocolError(f"undecodable {what}: {exc}") from None
     if not msg.IsInitialized():
         missing = ", ".join(msg.FindInitializationErrors())
@@ -714,9 +720,9 @@ def _parse(cls: type[Message], raw: memoryview, what: str) -> Message:
     return msg
 
 
-def _spec_from_proto(proto: Message) -> ChecksumSpec:
-    kind = proto.type  # type: ignore[attr-defined]
-    bpc = proto.bytesPerChecksum  # type: ignore[attr-defined]
+def _spec_from_proto(proto: Any) -> ChecksumSpec:
+    kind = proto.type
+    bpc = proto.bytesPerChecksum
     if kind not in (0, 1, 2):
         raise ProtocolError(f"unknown checksum type {kind}")
     if not 0 < bpc <= MAX_PACKET_SIZE:
@@ -727,16 +733,16 @@ def _spec_from_proto(proto: Message) -> ChecksumSpec:
 def _decode_packet_header(raw: memoryview) -> PacketHeader:
     # Fast path: the 25-byte layout every DataNode sends (tags 09, 11, 18, 25).
     if len(raw) == PACKET_HEADER_LEN and raw[0] == 0x09 and raw[9] == 0x11:
-        t1, off, t2, seq, t3, last, t4, dlen = _FAST_HEADER.unpack(raw)
+        _, off, _, seq, t3, last, t4, dlen = _FAST_HEADER.unpack(raw)
         if t3 == 0x18 and t4 == 0x25 and last <= 1:
             return PacketHeader(off, seq, bool(last), dlen)
     msg = _parse(dt.PacketHeaderProto, raw, "packet header")
     return PacketHeader(
-        msg.offsetInBlock,  # type: ignore[attr-defined]
-        msg.seqno,  # type: ignore[attr-defined]
-        msg.lastPacketInBlock,  # type: ignore[attr-defined]
-        msg.dataLen,  # type: ignore[attr-defined]
-        msg.syncBlock,  # type: ignore[attr-defined]
+        msg.offsetInBlock,
+        msg.seqno,
+        msg.lastPacketInBlock,
+        msg.dataLen,
+        msg.syncBlock,
     )
 
 
@@ -757,7 +763,7 @@ def encode_varint(value: int) -> bytes:
 
 def encode_delimited(message: Message) -> bytes:
     """varint length + message bytes (Java's writeDelimitedTo)."""
-    body = message.SerializeToString()
+    body: bytes = message.SerializeToString()
     return encode_varint(len(body)) + body
 
 
@@ -770,7 +776,8 @@ def encode_request(op: Op, message: Message) -> bytes:
     if cls is None or not isinstance(message, cls):
         raise ValueError(f"{type(message).__name__} is not the request message of {op!r}")
     if not message.IsInitialized():
-        raise ValueError(f"{op.name} request lacks {message.FindInitializationErrors()}")
+        missing = cast(Any, message).FindInitializationErrors()
+        raise ValueError(f"{op.name} request lacks {missing}")
     return DATA_TRANSFER_VERSION.to_bytes(2, "big") + bytes([op]) + encode_delimited(message)
 
 
@@ -803,7 +810,7 @@ def empty_token() -> sec.TokenProto:
 
 def encode_client_read_status(status: int = dt.CHECKSUM_OK) -> bytes:
     """What a client sends after the last packet: CHECKSUM_OK (02 08 06) if it verified."""
-    return encode_delimited(dt.ClientReadStatusProto(status=status))
+    return encode_delimited(dt.ClientReadStatusProto(status=cast(Any, status)))
 
 
 def encode_read_response(
@@ -813,10 +820,10 @@ def encode_read_response(
 
     With a non-SUCCESS status no checksum info is sent, only the optional message.
     """
-    resp = dt.BlockOpResponseProto(status=status)
+    resp = dt.BlockOpResponseProto(status=cast(Any, status))
     if status == dt.SUCCESS:
         info = resp.readOpChecksumInfo
-        info.checksum.type = int(spec.type)
+        info.checksum.type = cast(Any, int(spec.type))
         info.checksum.bytesPerChecksum = spec.bytes_per_checksum
         info.chunkOffset = chunk_offset
     if message is not None:

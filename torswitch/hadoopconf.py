@@ -142,9 +142,14 @@ class HadoopConf:
         Readers must use what each DataNode response declares; this is for writers and
         for a default. Raises ConfigError on an unknown type or a bad chunk size.
         """
-        kind = ChecksumType.from_name(self.get("dfs.checksum.type") or "CRC32C")
         try:
-            return ChecksumSpec(kind, self.get_int("dfs.bytes-per-checksum"))
+            kind = ChecksumType.from_name(self.get("dfs.checksum.type") or "CRC32C")
+        except ValueError as exc:
+            where = self._where("dfs.checksum.type")
+            raise ConfigError(f"dfs.checksum.type: {exc}{where}") from None
+        bpc = self.get_int("dfs.bytes-per-checksum")
+        try:
+            return ChecksumSpec(kind, bpc)
         except ValueError as exc:
             raise ConfigError(f"dfs.bytes-per-checksum: {exc}") from None
 
@@ -191,7 +196,9 @@ def parse_size(text: str, what: str = "size") -> int:
     return value
 
 
-def parse_host_port(text: str, what: str = "address", default_port: int | None = None) -> tuple[str, int]:
+def parse_host_port(
+    text: str, what: str = "address", default_port: int | None = None
+) -> tuple[str, int]:
     """"host:port" -> (host, port); raises ConfigError when malformed."""
     host, sep, port_s = text.strip().rpartition(":")
     if not sep:

@@ -25,9 +25,9 @@ import os
 import socket
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Final, TypeVar
+from typing import Final, Self, TypeVar
 
 from google.protobuf.message import Message
 
@@ -40,6 +40,15 @@ from torswitch.api.hadoop import hdfs_pb2 as hdfs
 from torswitch.errors import TorswitchError
 
 M = TypeVar("M", bound=Message)
+
+#: Opens a TCP connection: (address, timeout in seconds) -> connected socket; raises OSError.
+Connector = Callable[[tuple[str, int], float], socket.socket]
+
+
+def direct_connect(address: tuple[str, int], timeout: float) -> socket.socket:
+    """The default Connector: a plain connection from this process's network namespace."""
+    return socket.create_connection(address, timeout=timeout)
+
 
 IPC_VERSION: Final = 9
 AUTH_NONE: Final = 0x00
@@ -303,7 +312,9 @@ def preamble(auth: int = AUTH_NONE) -> bytes:
     return b"hrpc" + bytes([IPC_VERSION, 0, auth])
 
 
-def request_header(call_id: int, client_id: bytes, retry_count: int = 0) -> rpc.RpcRequestHeaderProto:
+def request_header(
+    call_id: int, client_id: bytes, retry_count: int = 0
+) -> rpc.RpcRequestHeaderProto:
     """RpcRequestHeaderProto for a protobuf-engine call (rpcKind 2, final packet)."""
     return rpc.RpcRequestHeaderProto(
         rpcKind=rpc.RPC_PROTOCOL_BUFFER,
@@ -364,7 +375,7 @@ def parse_reply(body: bytes) -> tuple[rpc.RpcResponseHeaderProto, bytes]:
     raw, pos = _read_delimited(body, 0)
     try:
         header = rpc.RpcResponseHeaderProto.FromString(raw)
-    except Exception as exc:  # DecodeError and friends
+    except Exception as exc:  # noqa: BLE001 - whatever the protobuf runtime raises on junk
         raise IpcProtocolError(f"undecodable RpcResponseHeaderProto: {exc}") from None
     if not header.IsInitialized():
         raise IpcProtocolError("RpcResponseHeaderProto lacks callId or status")
@@ -395,7 +406,9 @@ def default_user() -> str:
 class NameNodeClient:
     """A blocking ClientProtocol client over one reused connection (thread-safe, serial).
 
-    `timeout` bounds each call (seconds, connect included). Raises NameNodeError subclasses.
+    `timeout` bounds each call (seconds, connect included). `connect` opens the TCP
+    connection (e.g. from another network namespace); it defaults to a direct connect.
+    Raises NameNodeError subclasses.
     """
 
     def __init__(
@@ -406,8 +419,10 @@ class NameNodeClient:
         user: str | None = None,
         timeout: float = 30.0,
         client_id: bytes | None = None,
+        connect: Connector = direct_connect,
     ) -> None:
         self.address = (host, port)
+        self._connector = connect
         self.user = user or default_user()
         self.timeout = timeout
         self.client_id = client_id or uuid.uuid4().bytes
@@ -416,7 +431,7 @@ class NameNodeClient:
         self._lock = threading.Lock()
         self.reconnects = 0
 
-    def __enter__(self) -> NameNodeClient:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -530,7 +545,8 @@ class NameNodeClient:
 
     def _connect(self) -> socket.socket:
         try:
-            sock = socket.create_connection(self.address, timeout=self.timeout)
+            sock = self._connector(self.address, self.timeout)
+            sock.settimeout(self.timeout)
         except TimeoutError:
             raise NameNodeTimeout(
                 f"NameNode {self._addr()}: no connection within {self.timeout:g} s"
@@ -597,6 +613,7 @@ class NameNodeClient:
             self.close()
             raise IpcProtocolError(f"reply to call {got} while waiting for call {call_id}")
         try:
-            return response_type.FromString(payload)
-        except Exception as exc:  # DecodeError and friends
+            reply: M = response_type.FromString(payload)
+        except Exception as exc:  # noqa: BLE001 - whatever the protobuf runtime raises on junk
             raise IpcProtocolError(f"undecodable {response_type.__name__}: {exc}") from None
+        return reply

@@ -166,12 +166,12 @@ def jenkins(key: bytes) -> int:
         a = (a + int.from_bytes(key[i : i + 4], "little")) & M32
         b = (b + int.from_bytes(key[i + 4 : i + 8], "little")) & M32
         c = (c + int.from_bytes(key[i + 8 : i + 12], "little")) & M32
-        a = (a - c) & M32; a ^= _rot(c, 4); c = (c + b) & M32  # noqa: E702
-        b = (b - a) & M32; b ^= _rot(a, 6); a = (a + c) & M32  # noqa: E702
-        c = (c - b) & M32; c ^= _rot(b, 8); b = (b + a) & M32  # noqa: E702
-        a = (a - c) & M32; a ^= _rot(c, 16); c = (c + b) & M32  # noqa: E702
-        b = (b - a) & M32; b ^= _rot(a, 19); a = (a + c) & M32  # noqa: E702
-        c = (c - b) & M32; c ^= _rot(b, 4); b = (b + a) & M32  # noqa: E702
+        a = (a - c) & M32; a ^= _rot(c, 4); c = (c + b) & M32
+        b = (b - a) & M32; b ^= _rot(a, 6); a = (a + c) & M32
+        c = (c - b) & M32; c ^= _rot(b, 8); b = (b + a) & M32
+        a = (a - c) & M32; a ^= _rot(c, 16); c = (c + b) & M32
+        b = (b - a) & M32; b ^= _rot(a, 19); a = (a + c) & M32
+        c = (c - b) & M32; c ^= _rot(b, 4); b = (b + a) & M32
         i += 12
     rest = key[i:]
     if not rest:
@@ -180,13 +180,13 @@ def jenkins(key: bytes) -> int:
     a = (a + int.from_bytes(tail[0:4], "little")) & M32
     b = (b + int.from_bytes(tail[4:8], "little")) & M32
     c = (c + int.from_bytes(tail[8:12], "little")) & M32
-    c ^= b; c = (c - _rot(b, 14)) & M32  # noqa: E702
-    a ^= c; a = (a - _rot(c, 11)) & M32  # noqa: E702
-    b ^= a; b = (b - _rot(a, 25)) & M32  # noqa: E702
-    c ^= b; c = (c - _rot(b, 16)) & M32  # noqa: E702
-    a ^= c; a = (a - _rot(c, 4)) & M32  # noqa: E702
-    b ^= a; b = (b - _rot(a, 14)) & M32  # noqa: E702
-    c ^= b; c = (c - _rot(b, 24)) & M32  # noqa: E702
+    c ^= b; c = (c - _rot(b, 14)) & M32
+    a ^= c; a = (a - _rot(c, 11)) & M32
+    b ^= a; b = (b - _rot(a, 25)) & M32
+    c ^= b; c = (c - _rot(b, 16)) & M32
+    a ^= c; a = (a - _rot(c, 4)) & M32
+    b ^= a; b = (b - _rot(a, 14)) & M32
+    c ^= b; c = (c - _rot(b, 24)) & M32
     return c
 
 
