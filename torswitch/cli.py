@@ -22,6 +22,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "torswitch.commands.testbed",
     "torswitch.commands.hdfs",
     "torswitch.commands.dataplane",
+    "torswitch.commands.engine",
 )
 
 

@@ -51,7 +51,7 @@ _POOL_STRINGS = frozenset({"listen", "hash", "hash_tag", "distribution", "redis_
 POOL_KEYS = _POOL_NUMBERS | _POOL_BOOLS | _POOL_STRINGS | {"servers"}
 
 # Top-level sections of a torswitch config; later subsystems add theirs here.
-SECTIONS: frozenset[str] = frozenset({"torswitch", "memcached"})
+SECTIONS: frozenset[str] = frozenset({"torswitch", "memcached", "engine"})
 
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
 
@@ -110,10 +110,42 @@ class Pool:
 
 
 @dataclass(frozen=True)
+class EngineConfig:
+    """The `engine:` section: the ToR block engine (torswitch.engine).
+
+    listen: where intercepted HDFS connections arrive (the interception redirects DataNode
+    transfer ports here). cache_path: LMDB directory, on tmpfs (RAM) by default, an NVMe path by
+    choice. block_tokens: "auto" serves a hit to a client presenting a block token only after
+    the DataNode accepted that token; "off" is the operator's explicit opt-out.
+    """
+
+    listen_host: str = "0.0.0.0"
+    listen_port: int = 19866
+    cache_path: str = "/dev/shm/torswitch-blockcache"
+    cache_capacity_bytes: int = 1 << 30
+    segment_bytes: int = 64 * 1024
+    block_tokens: str = "auto"
+    hadoop_conf_dir: str | None = None
+    metrics_port: int | None = None
+    agent_port: int | None = None
+    upstream_timeout_s: float = 30.0
+    prefetch_concurrency: int = 4
+    prefetch_rate_bytes_per_s: int | None = None
+
+
+ENGINE_KEYS: dict[str, type] = {
+    "listen": str, "cache_path": str, "cache_capacity": str, "segment_bytes": int,
+    "block_tokens": str, "hadoop_conf_dir": str, "metrics_port": int, "agent_port": int,
+    "upstream_timeout_s": float, "prefetch_concurrency": int, "prefetch_rate": str,
+}
+
+
+@dataclass(frozen=True)
 class Config:
     path: str
     pools: dict[str, Pool]
     is_nutcracker: bool
+    engine: EngineConfig = field(default_factory=EngineConfig)
 
     def pool(self, name: str) -> Pool:
         try:
@@ -187,7 +219,9 @@ def loads(text: str, path: str = "<string>") -> Config:
                 raise where.error(vnode, f"unsupported config version {vnode.value!r} (this torswitch reads {CONFIG_VERSION})")
         pools_node = next((v for k, _, v in items if k == "memcached"), None)
         pools = _load_pools(where, pools_node) if pools_node is not None else {}
-        return Config(path, pools, is_nutcracker=False)
+        engine_node = next((v for k, _, v in items if k == "engine"), None)
+        engine = _load_engine(where, engine_node) if engine_node is not None else EngineConfig()
+        return Config(path, pools, is_nutcracker=False, engine=engine)
     return Config(path, _load_pools(where, root), is_nutcracker=True)
 
 
@@ -338,3 +372,45 @@ def parse_server(text: str, error: Any = None) -> Server:
     if weight > 1_000_000:
         raise err(f"server {text!r} has weight {weight}, above the limit of 1000000")
     return Server(host=host, port=port, weight=weight, name=name)
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)
+
+
+def parse_size(text: str) -> int:
+    """Bytes from "512MiB", "2GiB", "1.5G", "4096" (binary multiples). Raises ValueError."""
+    m = _SIZE.match(text)
+    if not m:
+        raise ValueError(f"{text!r} is not a size like 512MiB or 2GiB")
+    unit = (m[2] or "B").upper().rstrip("B").rstrip("I")
+    scale = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}[unit]
+    return int(float(m[1]) * scale)
+
+
+def _load_engine(where: _Where, node: yaml.Node) -> EngineConfig:
+    values: dict[str, Any] = {}
+    for key, kn, vn in _mapping_items(where, node, "the engine section"):
+        if key not in ENGINE_KEYS:
+            raise where.error(kn, f"engine: unknown key {key!r} (known: {', '.join(sorted(ENGINE_KEYS))})")
+        raw = _scalar(where, vn, key, "engine")
+        try:
+            if key == "listen":
+                host, _, port = raw.rpartition(":")
+                if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                    raise ValueError(f"listen {raw!r} is not host:port")
+                values["listen_host"], values["listen_port"] = host, int(port)
+            elif key == "cache_capacity":
+                values["cache_capacity_bytes"] = parse_size(raw)
+            elif key == "prefetch_rate":
+                values["prefetch_rate_bytes_per_s"] = parse_size(raw)
+            elif key == "block_tokens":
+                if raw not in ("auto", "off"):
+                    raise ValueError(f"block_tokens must be auto or off, not {raw!r}")
+                values[key] = raw
+            else:
+                values[key] = ENGINE_KEYS[key](raw)
+        except ValueError as exc:
+            raise where.error(vn, f"engine: {key}: {exc}") from None
+    if values.get("segment_bytes", 512) % 512 or values.get("segment_bytes", 512) <= 0:
+        raise where.error(node, "engine: segment_bytes must be a positive multiple of 512")
+    return EngineConfig(**values)
