@@ -23,6 +23,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "torswitch.commands.hdfs",
     "torswitch.commands.dataplane",
     "torswitch.commands.engine",
+    "torswitch.commands.cache",
 )
 
 

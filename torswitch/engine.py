@@ -193,6 +193,12 @@ class BlockEngine:
         self._inflight: dict[BlockKey, asyncio.Event] = {}
         self._tokens_ok: dict[tuple[BlockKey, bytes, bytes], float] = {}
         self._sessions: set[asyncio.Task[None]] = set()
+        self.active_relays = 0  # demand misses in progress (the prefetcher yields to them)
+
+    @property
+    def inflight(self) -> dict[BlockKey, asyncio.Event]:
+        """Single-flight table shared with the prefetcher: block -> set when its fetch ends."""
+        return self._inflight
 
     async def start(self) -> int:
         """Listen; returns the bound port."""
@@ -462,6 +468,7 @@ class _Session:
         if owner:
             engine._inflight[key] = event
         self.stats.misses += 1
+        engine.active_relays += 1
         try:
             for attempt in (1, 2):
                 up_r, up_w = await self._upstream()
@@ -519,6 +526,7 @@ class _Session:
             log.info("relay of %s from %s:%d failed: %s", key, *self.dst, exc)
             return False
         finally:
+            engine.active_relays -= 1
             if owner:
                 engine._inflight.pop(key, None)
                 event.set()

@@ -37,10 +37,10 @@ async def serve(config_path: str) -> int:
     from torswitch.metrics import EngineCollector
 
     cfg = config.load(config_path).engine
+    from torswitch.hadoopconf import HadoopConf
+
     uses_tokens = False
     if cfg.hadoop_conf_dir:
-        from torswitch.hadoopconf import HadoopConf
-
         uses_tokens = HadoopConf.load(cfg.hadoop_conf_dir).get_bool("dfs.block.access.token.enable")
     cache = BlockCache(cfg.cache_path, cfg.cache_capacity_bytes, segment_bytes=cfg.segment_bytes)
     log = logging.getLogger("torswitch.engine")
@@ -52,6 +52,26 @@ async def serve(config_path: str) -> int:
     if cfg.metrics_port:
         REGISTRY.register(EngineCollector(engine, cache))
         start_http_server(cfg.metrics_port)
+    agent_server = None
+    prefetcher = None
+    if cfg.agent_port:
+        from torswitch.agent import CacheAgentServicer, create_server
+        from torswitch.namenode import NameNodeClient
+        from torswitch.prefetcher import Prefetcher
+
+        namenode = None
+        if cfg.hadoop_conf_dir:
+            nn_host, nn_port = HadoopConf.load(cfg.hadoop_conf_dir).namenode_address()
+
+            def namenode() -> NameNodeClient:
+                return NameNodeClient(nn_host, nn_port)
+
+        prefetcher = Prefetcher(cache, namenode=namenode, concurrency=cfg.prefetch_concurrency,
+                                rate_bytes_per_s=cfg.prefetch_rate_bytes_per_s,
+                                inflight=engine.inflight,
+                                demand_active=lambda: engine.active_relays > 0)
+        agent_server, _ = await create_server(f"{cfg.listen_host}:{cfg.agent_port}",
+                                              CacheAgentServicer(engine, cache, prefetcher))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -62,6 +82,10 @@ async def serve(config_path: str) -> int:
     try:
         await stop.wait()
     finally:
+        if agent_server is not None:
+            await agent_server.stop(grace=1.0)
+        if prefetcher is not None:
+            prefetcher.close()
         await engine.stop()
         cache.close()
         log.info("engine stopped")
