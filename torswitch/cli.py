@@ -24,6 +24,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "torswitch.commands.dataplane",
     "torswitch.commands.engine",
     "torswitch.commands.cache",
+    "torswitch.commands.directory",
+    "torswitch.commands.hint",
 )
 
 

@@ -51,7 +51,7 @@ _POOL_STRINGS = frozenset({"listen", "hash", "hash_tag", "distribution", "redis_
 POOL_KEYS = _POOL_NUMBERS | _POOL_BOOLS | _POOL_STRINGS | {"servers"}
 
 # Top-level sections of a torswitch config; later subsystems add theirs here.
-SECTIONS: frozenset[str] = frozenset({"torswitch", "memcached", "engine"})
+SECTIONS: frozenset[str] = frozenset({"torswitch", "memcached", "engine", "directory"})
 
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
 
@@ -131,12 +131,40 @@ class EngineConfig:
     upstream_timeout_s: float = 30.0
     prefetch_concurrency: int = 4
     prefetch_rate_bytes_per_s: int | None = None
+    # Block directory this ToR registers with and reports to (torswitch.directory); needs
+    # agent_port. switch_id defaults to the host name; rack_hosts lists the hosts behind it.
+    directory: str | None = None
+    rack: str | None = None
+    switch_id: str | None = None
+    agent_address: str | None = None
+    rack_hosts: tuple[str, ...] = ()
 
 
 ENGINE_KEYS: dict[str, type] = {
     "listen": str, "cache_path": str, "cache_capacity": str, "segment_bytes": int,
     "block_tokens": str, "hadoop_conf_dir": str, "metrics_port": int, "agent_port": int,
     "upstream_timeout_s": float, "prefetch_concurrency": int, "prefetch_rate": str,
+    "directory": str, "rack": str, "switch_id": str, "agent_address": str, "rack_hosts": str,
+}
+
+
+@dataclass(frozen=True)
+class DirectoryConfig:
+    """The `directory:` section: the block directory service (torswitch.directory).
+
+    listen: where the gRPC service listens. hadoop_conf_dir: the cluster's configuration, for
+    resolving hinted paths through the NameNode (without it, hints must name blocks).
+    """
+
+    listen: str = "0.0.0.0:19870"
+    hadoop_conf_dir: str | None = None
+    heartbeat_interval_s: float = 3.0
+    plan_retention_s: float = 600.0
+
+
+DIRECTORY_KEYS: dict[str, type] = {
+    "listen": str, "hadoop_conf_dir": str, "heartbeat_interval_s": float,
+    "plan_retention_s": float,
 }
 
 
@@ -146,6 +174,7 @@ class Config:
     pools: dict[str, Pool]
     is_nutcracker: bool
     engine: EngineConfig = field(default_factory=EngineConfig)
+    directory: DirectoryConfig = field(default_factory=DirectoryConfig)
 
     def pool(self, name: str) -> Pool:
         try:
@@ -221,7 +250,10 @@ def loads(text: str, path: str = "<string>") -> Config:
         pools = _load_pools(where, pools_node) if pools_node is not None else {}
         engine_node = next((v for k, _, v in items if k == "engine"), None)
         engine = _load_engine(where, engine_node) if engine_node is not None else EngineConfig()
-        return Config(path, pools, is_nutcracker=False, engine=engine)
+        directory_node = next((v for k, _, v in items if k == "directory"), None)
+        directory = (_load_directory(where, directory_node) if directory_node is not None
+                     else DirectoryConfig())
+        return Config(path, pools, is_nutcracker=False, engine=engine, directory=directory)
     return Config(path, _load_pools(where, root), is_nutcracker=True)
 
 
@@ -403,6 +435,17 @@ def _load_engine(where: _Where, node: yaml.Node) -> EngineConfig:
                 values["cache_capacity_bytes"] = parse_size(raw)
             elif key == "prefetch_rate":
                 values["prefetch_rate_bytes_per_s"] = parse_size(raw)
+            elif key == "rack_hosts":
+                values[key] = tuple(h.strip() for h in raw.split(",") if h.strip())
+            elif key in ("directory", "agent_address"):
+                host, _, port = raw.rpartition(":")
+                if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                    raise ValueError(f"{raw!r} is not host:port")
+                values[key] = raw
+            elif key == "rack":
+                if not raw.startswith("/"):
+                    raise ValueError(f"{raw!r} is not a topology path like /rack-a")
+                values[key] = raw
             elif key == "block_tokens":
                 if raw not in ("auto", "off"):
                     raise ValueError(f"block_tokens must be auto or off, not {raw!r}")
@@ -413,4 +456,27 @@ def _load_engine(where: _Where, node: yaml.Node) -> EngineConfig:
             raise where.error(vn, f"engine: {key}: {exc}") from None
     if values.get("segment_bytes", 512) % 512 or values.get("segment_bytes", 512) <= 0:
         raise where.error(node, "engine: segment_bytes must be a positive multiple of 512")
+    if values.get("directory") and not (values.get("agent_port") and values.get("rack")):
+        raise where.error(node, "engine: directory needs agent_port and rack")
     return EngineConfig(**values)
+
+
+def _load_directory(where: _Where, node: yaml.Node) -> DirectoryConfig:
+    values: dict[str, Any] = {}
+    for key, kn, vn in _mapping_items(where, node, "the directory section"):
+        if key not in DIRECTORY_KEYS:
+            raise where.error(kn, f"directory: unknown key {key!r} (known: {', '.join(sorted(DIRECTORY_KEYS))})")
+        raw = _scalar(where, vn, key, "directory")
+        try:
+            if key == "listen":
+                host, _, port = raw.rpartition(":")
+                if not host or not port.isdigit() or not 0 <= int(port) < 65536:
+                    raise ValueError(f"listen {raw!r} is not host:port")
+                values[key] = raw
+            else:
+                values[key] = DIRECTORY_KEYS[key](raw)
+                if key.endswith("_s") and values[key] <= 0:
+                    raise ValueError("must be > 0")
+        except ValueError as exc:
+            raise where.error(vn, f"directory: {key}: {exc}") from None
+    return DirectoryConfig(**values)

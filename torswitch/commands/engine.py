@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import signal
 from typing import Any
@@ -72,6 +73,9 @@ async def serve(config_path: str) -> int:
                                 demand_active=lambda: engine.active_relays > 0)
         agent_server, _ = await create_server(f"{cfg.listen_host}:{cfg.agent_port}",
                                               CacheAgentServicer(engine, cache, prefetcher))
+    reporter_task = None
+    if cfg.directory and cfg.agent_port and cfg.rack:
+        reporter_task = asyncio.create_task(_report_to_directory(cfg, cache))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -82,6 +86,10 @@ async def serve(config_path: str) -> int:
     try:
         await stop.wait()
     finally:
+        if reporter_task is not None:
+            reporter_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reporter_task
         if agent_server is not None:
             await agent_server.stop(grace=1.0)
         if prefetcher is not None:
@@ -90,3 +98,23 @@ async def serve(config_path: str) -> int:
         cache.close()
         log.info("engine stopped")
     return 0
+
+
+async def _report_to_directory(cfg: Any, cache: Any) -> None:
+    """Register this ToR with the block directory and keep reporting its blocks."""
+    import socket
+
+    from torswitch.directory import SwitchReporter
+
+    host = cfg.listen_host
+    if host in ("0.0.0.0", "::", ""):
+        host = socket.gethostbyname(socket.gethostname())
+    reporter = SwitchReporter(
+        cfg.directory, switch_id=cfg.switch_id or socket.gethostname(), rack=cfg.rack,
+        agent_address=cfg.agent_address or f"{host}:{cfg.agent_port}",
+        capacity_bytes=cache.capacity_bytes, list_blocks=cache.list_blocks,
+        hosts=cfg.rack_hosts, used_bytes=lambda: cache.stats.used_bytes)
+    try:
+        await reporter.run()
+    finally:
+        await reporter.close()
