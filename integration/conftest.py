@@ -1,8 +1,11 @@
 """Shared fixtures of the integration tests.
 
 `testbed`: one real HDFS cluster (Apache Hadoop JVMs in network namespaces behind an emulated
-ToR) for the whole pytest session, started only if a test asks for it. Tests that do not use
-it (memcached, nutcracker) never pay for it.
+ToR running the block engine) for the whole pytest session, started only if a test asks for
+it. Tests that do not use it (memcached, nutcracker) never pay for it.
+
+$TORSWITCH_TEST_ENGINE=0 starts it without the engine (plain switching), =1 with it; unset,
+the engine runs if the `torswitch engine` command exists.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from torswitch import cli
 from torswitch.errors import TorswitchError
 from torswitch.testbed import hadoop, lifecycle
 from torswitch.testbed.errors import AlreadyUp, InUse
@@ -28,6 +32,17 @@ TEST_INSTANCE = "pyt"
 # Small blocks so that files of a few MiB span several blocks and DataNodes.
 TEST_BLOCK_SIZE = 4 << 20
 TEST_DATANODES = 3
+TEST_ENGINE_ENV = "TORSWITCH_TEST_ENGINE"
+# Big enough for every test's files; the tmpfs only holds what is cached.
+TEST_CACHE_BYTES = 512 << 20
+
+
+def engine_wanted() -> bool:
+    """Whether the session's testbed runs the ToR's block engine (see the module docstring)."""
+    value = os.environ.get(TEST_ENGINE_ENV)
+    if value is not None:
+        return value.strip().lower() not in ("0", "no", "false", "off", "")
+    return "torswitch.commands.engine" in cli.COMMAND_MODULES
 
 
 # Measured figures of this session's testbed, shown in pytest's terminal summary.
@@ -64,7 +79,12 @@ def _start() -> tuple[str, RunDir, lifecycle.UpReport]:
             lifecycle.reclaim(name, _owner_alive, run=run)
             report = lifecycle.up(
                 name,
-                lifecycle.UpOptions(datanodes=TEST_DATANODES, block_size=TEST_BLOCK_SIZE),
+                lifecycle.UpOptions(
+                    datanodes=TEST_DATANODES,
+                    block_size=TEST_BLOCK_SIZE,
+                    cache=engine_wanted(),
+                    cache_bytes=TEST_CACHE_BYTES,
+                ),
                 progress=False,
                 owner_pid=os.getpid(),
                 run=run,
@@ -88,6 +108,10 @@ def testbed() -> Iterator[Testbed]:
     a tc-shaped uplink (1 Gbit/s) to the core, and ``nn`` (198.18.2.10) plus ``dn1``..``dn3``
     (rack /rack-b, 198.18.2.11-13), each host its own namespace and each daemon its own JVM.
     Block size 4 MiB, replication 1 (each block on exactly one DataNode).
+
+    The ToR runs the block engine under ``torswitch run`` (unless $TORSWITCH_TEST_ENGINE=0):
+    new connections from c1/c2 to a DataNode's 9866 go to the engine (port 19866 in tor-a),
+    which serves hits from its cache (512 MiB, ``tb.cache_dir`` on tmpfs) and relays misses.
 
     The handle (`torswitch.testbed.handle.Testbed`) gives:
 
@@ -113,15 +137,29 @@ def testbed() -> Iterator[Testbed]:
       block read, with ``blockid``, ``dest`` client address, ``bytes``, ``offset``), written
       immediately: the quickest proof of which DataNode served which block;
     * ``with tb.uplink(rate_bps=40_000_000): ...``: re-shape the uplink, restored on exit;
+    * the engine: ``tb.engine_enabled``, ``tb.engine_status()`` (supervisor and engine PIDs,
+      phase, restarts, and the interception as nft sees it, incl. redirected connections),
+      ``tb.wait_engine(intercepting=True)``, ``tb.engine_pid()``, ``tb.kill_engine()``
+      (SIGKILL by default; the supervisor fails open and restarts it), ``tb.stop_engine()``,
+      ``tb.start_engine()``, ``tb.restart_engine()`` (cache kept), ``with
+      tb.without_engine(): ...`` (plain switching inside), ``with tb.engine_as(cmd): ...``
+      (a stand-in engine inside), ``tb.engine_log()``, ``tb.supervisor_log()``,
+      ``tb.engine_config``, ``tb.cache_dir``;
+    * DataNode JVMs: ``tb.datanode_pid("dn1")``, ``tb.stop_datanode("dn1")`` (SIGSTOP) and
+      ``tb.cont_datanode("dn1")``, or ``with tb.frozen_datanode("dn1"): ...``;
     * ``tb.status()`` / ``tb.check_up()``.
+
+    Tests that stop, kill or replace the engine must leave it running and intercepting
+    (``tb.wait_engine()``) for the tests after them.
 
     Tests share the cluster: write under a path of your own (e.g. ``/t/<test name>``) and do
     not rely on an empty namespace. If the cluster cannot be built (not root, no jars, a
     daemon failing), this fixture fails loudly; it never skips.
     """
     instance, run, report = _start()
+    engine = "with the block engine" if report.state.engine else "without engine"
     _figures.append(
-        f"HDFS testbed {instance!r} up in {report.seconds:.1f} s, JVM RSS "
+        f"HDFS testbed {instance!r} up in {report.seconds:.1f} s ({engine}), JVM RSS "
         f"{format_size(report.jvm_rss_bytes)} in {len(report.state.daemons)} JVMs "
         f"(budget: 90 s, 2.5 GiB)"
     )
@@ -133,3 +171,13 @@ def testbed() -> Iterator[Testbed]:
         lifecycle.down(instance, run=run)
         left = hadoop.testbed_jvms(instance)
         assert not left, f"testbed JVMs still running after down: {left}"
+
+
+@pytest.fixture
+def plain_switching(testbed: Testbed) -> Iterator[Testbed]:
+    """The session's testbed with a plainly switching ToR for one test: no engine, no
+    interception. For tests of the DataNodes, the uplink or the HDFS client layer themselves,
+    whose repeated reads the engine would otherwise serve from its cache. The engine (if the
+    session runs one) is back, intercepting, after the test."""
+    with testbed.without_engine():
+        yield testbed

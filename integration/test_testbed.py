@@ -5,13 +5,16 @@ Covered, on the session's shared testbed (`testbed` fixture, see conftest.py):
 * a file written from c1 with Hadoop's FsShell reads back byte-identical through FsShell and
   through hdfs-native, both running inside c1's namespace (so across the ToR and the uplink);
 * its blocks sit on rack-b DataNodes;
-* a DataNode's JMX BytesRead grows by exactly the bytes it sent for a read;
+* a DataNode's JMX BytesRead grows by exactly the bytes it sent for a read (these DataNode
+  and uplink measurements run with the ToR switching plainly, `plain_switching`: the block
+  engine would serve the repeated reads from its cache);
 * the uplink shaping is in effect: at a low rate a large read takes at least size/rate;
 * `testbed load` writes raw and Parquet files that read back as generated;
 * `testbed exec` passes output and exit status through.
 And on a second, private instance driven through the CLI while the shared one keeps running:
-up, `up` while up refused, status, exec, down, down again; after down no namespace, veth
-(namespace) or JVM of that instance remains.
+up (with the block engine in its ToR), `up` while up refused, status, exec, down, down again;
+after down no namespace, veth (namespace), JVM, engine process or tmpfs cache of that instance
+remains.
 """
 
 from __future__ import annotations
@@ -131,7 +134,7 @@ def test_blocks_sit_on_rack_b_datanodes(testbed: Testbed, written: tuple[str, by
 
 
 def test_datanode_bytes_read_grows_by_bytes_read(
-    testbed: Testbed, written: tuple[str, bytes]
+    testbed: Testbed, written: tuple[str, bytes], plain_switching: Testbed
 ) -> None:
     path, data = written
     by_address = {testbed.addresses[dn]: dn for dn in testbed.datanodes}
@@ -157,7 +160,7 @@ def test_datanode_bytes_read_grows_by_bytes_read(
 
 
 def test_datanode_client_trace_names_each_block_read(
-    testbed: Testbed, written: tuple[str, bytes]
+    testbed: Testbed, written: tuple[str, bytes], plain_switching: Testbed
 ) -> None:
     path, data = written
     blocks = re.findall(
@@ -186,7 +189,9 @@ def test_datanode_client_trace_names_each_block_read(
     assert all(r["dest"].startswith(f"/{testbed.addresses['c2']}:") for r in records)
 
 
-def test_uplink_shaping_limits_reads(testbed: Testbed, written: tuple[str, bytes]) -> None:
+def test_uplink_shaping_limits_reads(
+    testbed: Testbed, written: tuple[str, bytes], plain_switching: Testbed
+) -> None:
     path, data = written
     rate = 40_000_000  # bit/s: 10 MiB then needs over 2 s
     floor_s = (len(data) - topology.tbf_burst_bytes(rate)) * 8 / rate
@@ -300,7 +305,13 @@ def test_second_instance_up_and_down_leave_nothing(testbed: Testbed) -> None:
     report = json.loads(status.stdout)
     assert report["up"] and report["live_datanodes"] == 1
     assert report["uplink"]["rate_bps"] == 100_000_000
+    # `up` ran the block engine in the ToR by default, intercepting.
+    engine = report["engine"]
+    assert engine["enabled"] and engine["phase"] == "healthy"
+    assert engine["interception"]["active"]
+    assert Path(engine["cache_dir"]).is_dir()
     pids = [d["pid"] for d in report["daemons"]]
+    pids += [engine["supervisor_pid"], engine["engine_pid"]]
     inodes = {os.stat(f"/run/netns/{h['namespace']}").st_ino for h in report["hosts"]}
     assert len(inodes) == len(report["hosts"]) == 6  # c1 c2 tor-a core nn dn1
 
@@ -338,6 +349,7 @@ def test_second_instance_up_and_down_leave_nothing(testbed: Testbed) -> None:
     assert hadoop.testbed_jvms(instance) == {}
     assert not [pid for pid in pids if hadoop.pid_alive(pid)]
     assert _processes_in(inodes) == []
+    assert not Path(engine["cache_dir"]).exists()
     assert _host_veths() == veths_before
     # The shared instance did not notice.
     testbed.check_up()

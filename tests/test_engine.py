@@ -246,7 +246,7 @@ def test_other_ops_and_garbage_are_spliced(tmp_path: pathlib.Path) -> None:
             assert dn.other_bytes
             w.close()
             # SASL magic: spliced, and the DataNode sees exactly those bytes
-            r, w = await asyncio.open_connection("127.0.0.1", engine.port)
+            _, w = await asyncio.open_connection("127.0.0.1", engine.port)
             w.write(b"\xde\xad\xbe\xef" + b"\x00" * 8)
             await w.drain()
             await asyncio.sleep(0.2)
@@ -289,4 +289,36 @@ def test_truncated_request_then_close(tmp_path: pathlib.Path) -> None:
             # the engine is still serving
             data, _, _, _ = await read_via(engine.port, 9, 0, 100)
             assert data[:100] == block_data(9)[:100]
+    run(body())
+
+
+def test_unredirected_and_self_addressed_connections_are_closed(tmp_path: pathlib.Path) -> None:
+    async def body() -> None:
+        dn = ScriptedDataNode()
+        await dn.start()
+        cache = BlockCache(tmp_path / "cache", capacity_bytes=8 << 20)
+        holder: dict[str, int] = {}
+
+        def dest(sock: Any) -> tuple[str, int]:
+            if holder.get("mode") == "self":
+                return ("127.0.0.1", holder["port"])
+            raise FileNotFoundError(2, "no original destination")
+
+        engine = BlockEngine(cache, host="127.0.0.1", port=0, destination=dest)
+        holder["port"] = await engine.start()
+        for mode in ("none", "self"):
+            holder["mode"] = mode
+            r, w = await asyncio.open_connection("127.0.0.1", holder["port"])
+            w.write(request(1, 0, 10))
+            await w.drain()
+            try:  # closed (a reset, as unread bytes were pending), nothing relayed
+                assert await asyncio.wait_for(r.read(100), 5) == b""
+            except ConnectionResetError:
+                pass
+            w.close()
+        assert engine.stats.client_errors == 0 and dn.reads == []
+        await engine.stop()
+        cache.close()
+        assert dn.server is not None
+        dn.server.close()
     run(body())

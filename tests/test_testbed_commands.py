@@ -39,6 +39,8 @@ def test_status_of_an_instance_that_is_not_up(capsys: pytest.CaptureFixture[str]
         (["--uplink-rate", "1gbps"], "bad rate"),
         (["--uplink-delay", "5"], "bad delay"),
         (["--block-size", "lots"], "bad size"),
+        (["--cache-size", "lots"], "bad size"),
+        (["--tor", "dpdk"], "invalid choice"),
     ],
 )
 def test_up_rejects_bad_values_before_doing_anything(
@@ -57,6 +59,7 @@ def test_up_rejects_bad_values_before_doing_anything(
         (["--block-size", "1000k"], "multiple of 512"),
         (["--replication", "4"], "replication 4"),
         (["--datanodes", "0"], "--datanodes"),
+        (["--cache-size", "100k"], "--cache-size"),
         (["--instance", "Bad-Name"], "instance name"),
     ],
 )

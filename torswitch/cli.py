@@ -24,6 +24,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "torswitch.commands.dataplane",
     "torswitch.commands.engine",
     "torswitch.commands.cache",
+    "torswitch.commands.run",
     "torswitch.commands.directory",
     "torswitch.commands.hint",
 )

@@ -225,7 +225,12 @@ class BlockEngine:
         self._sessions.add(task)
         self.stats.connections += 1
         try:
-            dst = self.destination(writer.get_extra_info("socket"))
+            try:
+                dst = self.destination(writer.get_extra_info("socket"))
+            except OSError:
+                return  # not a redirected connection (e.g. a health probe): nothing to relay to
+            if dst[1] == self.port and _is_local(dst[0]):
+                return  # addressed to the engine itself: relaying would loop back here
             await _Session(self, reader, writer, dst).run()
         except (ConnectionError, asyncio.IncompleteReadError, ClientClosed, TimeoutError):
             pass
@@ -629,6 +634,18 @@ class _SegmentCollector:
             self.start += seg_len
             if final and not self.buf:
                 return
+
+
+def _is_local(address: str) -> bool:
+    """Whether `address` is one of this namespace's own (a loopback or bound address)."""
+    if address.startswith("127.") or address == "0.0.0.0":
+        return True
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind((address, 0))
+        return True
+    except OSError:
+        return False
 
 
 def _varint_len(raw: bytes, pos: int) -> int:

@@ -60,8 +60,9 @@ def register(subparsers: Any) -> None:
         parents=[common],
         help="build the topology, start NameNode and DataNodes, wait until ready",
         description="Build the namespaces, format the NameNode, start one JVM per daemon and "
-        "wait for all DataNodes to be live and safe mode off. Prints the time taken and the "
-        "JVMs' memory.",
+        "wait for all DataNodes to be live and safe mode off; then, unless --no-cache, start "
+        "the ToR's block engine under `torswitch run` in tor-a and wait until it intercepts "
+        "HDFS reads from rack A. Prints the time taken and the JVMs' memory.",
     )
     up.add_argument("--datanodes", type=int, default=3, metavar="N", help="DataNodes (default 3)")
     up.add_argument(
@@ -92,6 +93,28 @@ def register(subparsers: Any) -> None:
         metavar="N",
         help="HDFS replication (default 1, so each block has exactly one DataNode)",
     )
+    up.add_argument(
+        "--tor",
+        choices=["kernel"],
+        default="kernel",
+        help="ToR mode: kernel = Linux bridge, with the block engine and its nftables "
+        "interception unless --no-cache (default kernel)",
+    )
+    up.add_argument(
+        "--no-cache",
+        dest="cache",
+        action="store_false",
+        help="no block engine in the ToR: plain switching",
+    )
+    up.add_argument(
+        "--cache-size",
+        type=_type(parse_size),
+        default=1 << 30,
+        metavar="B",
+        help="capacity of the engine's cache, on tmpfs under /dev/shm (default 1g)",
+    )
+    # Tests: a stand-in for the engine under the same supervision (shell syntax).
+    up.add_argument("--engine-cmd", help=argparse.SUPPRESS)
     up.add_argument("--json", action="store_true", help="print one JSON object")
     up.set_defaults(func=_up)
 
@@ -169,6 +192,10 @@ def _up(args: argparse.Namespace) -> int:
         delay_ms=args.uplink_delay,
         block_size=args.block_size,
         replication=args.replication,
+        tor=args.tor,
+        cache=args.cache,
+        cache_bytes=args.cache_size,
+        engine_cmd=args.engine_cmd,
     )
     report = lifecycle.up(instance, opts, progress=not args.json and sys.stderr.isatty())
     for warning in report.warnings:
@@ -184,6 +211,7 @@ def _up(args: argparse.Namespace) -> int:
                     "hosts": report.state.hosts,
                     "daemons": [d.__dict__ for d in report.state.daemons],
                     "options": report.state.options,
+                    "engine": report.state.engine,
                     "warnings": report.warnings,
                 },
                 indent=2,
@@ -201,6 +229,15 @@ def _up(args: argparse.Namespace) -> int:
     print(
         f"JVM memory: {format_size(report.jvm_rss_bytes)} RSS in {len(report.state.daemons)} JVMs"
     )
+    engine = report.state.engine
+    if engine is None:
+        print("ToR tor-a: kernel bridge, no block engine (plain switching)")
+    else:
+        print(
+            f"ToR tor-a: kernel bridge with the block engine (torswitch run pid "
+            f"{engine['supervisor_pid']}), cache {format_size(engine['cache_bytes'])} in "
+            f"{engine['cache_dir']}; HDFS reads from rack A are intercepted"
+        )
     print(f"try: torswitch testbed exec{_flag(instance)} c1 -- hdfs dfs -ls /")
     return 0
 
@@ -258,10 +295,35 @@ def _status(args: argparse.Namespace) -> int:
             print(
                 f"{name:<10}{c['BytesRead']:>14}{c['BlocksRead']:>12}{c['ReadBlockOpNumOps']:>14}"
             )
+    print(_engine_line(report.engine))
     print(f"JVM memory: {format_size(report.jvm_rss_bytes)} RSS; up took {report.ready_seconds} s")
     for problem in report.problems:
         print(f"problem: {problem}", file=sys.stderr)
     return 0 if healthy else NOT_UP_STATUS
+
+
+def _engine_line(engine: dict[str, Any]) -> str:
+    """The status line of the ToR's block engine."""
+    if not engine.get("enabled"):
+        return "engine: none (plain switching, --no-cache)"
+    if not engine["supervisor_running"]:
+        return "engine: torswitch run is NOT RUNNING; interception " + (
+            "still installed" if engine["interception"]["installed"] else "off"
+        )
+    rules = engine["interception"]
+    if rules["active"]:
+        intercept = (
+            f"interception installed on {', '.join(rules['leased_ports'])} "
+            f"({rules['counters'].get('redirect', 0)} connections redirected)"
+        )
+    else:
+        intercept = "interception OFF"
+    pid = engine["engine_pid"]
+    return (
+        f"engine: pid {pid if pid else '-'} ({engine['phase']}, torswitch run pid "
+        f"{engine['supervisor_pid']}, {engine['restarts']} restarts), port "
+        f"{engine['listen_port']}, {intercept}"
+    )
 
 
 def _exec(args: argparse.Namespace) -> int:
@@ -310,7 +372,9 @@ def _down(args: argparse.Namespace) -> int:
             f"testbed {instance!r} down: stopped {report.jvms_stopped} JVM(s)"
             + (f" ({report.jvms_killed} killed)" if report.jvms_killed else "")
             + (f" and {report.other_processes} other process(es)" if report.other_processes else "")
+            + (" and the block engine" if report.engine_stopped else "")
             + f", removed {len(report.namespaces_removed)} namespace(s)"
+            + (" and the engine's cache" if report.cache_removed else "")
         )
     else:
         print(f"testbed {instance!r} is not up; nothing to do")

@@ -5,12 +5,16 @@ that another one started (``Testbed.attach("b4")``). Commands run in a host's na
 the Hadoop client environment of `client_env`: ``hdfs`` on PATH (Hadoop's own tools through
 the run directory's launcher) and HADOOP_CONF_DIR pointing at the client configuration, which
 hdfs-native reads as well.
+
+It also controls the ToR's block engine (`torswitch run` in tor-a, testbed.tor): status, stop,
+start, restart, kill, a stand-in in its place, its logs; and freezes DataNode JVMs.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -19,12 +23,19 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from torswitch.testbed import config, lifecycle, netns, topology
-from torswitch.testbed.errors import NotUp
+from torswitch.testbed import config, hadoop, lifecycle, netns, topology, tor
+from torswitch.testbed.errors import NotUp, TestbedError
 from torswitch.testbed.jmx import DATANODE_ACTIVITY, JmxReader, read_counters
 from torswitch.testbed.state import INSTANCE_ENV, RunDir, State
 
 HOST_ENV = "TORSWITCH_TESTBED_HOST"
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except FileNotFoundError:
+        return ""
 
 
 def _rotation_order(path: Path) -> int:
@@ -237,6 +248,178 @@ class Testbed:
             yield
         finally:
             self.set_uplink()
+
+    # ---- the ToR's block engine -----------------------------------------------------------
+
+    @property
+    def engine_enabled(self) -> bool:
+        """Whether `up` started the block engine in the ToR (no --no-cache)."""
+        return self.state.engine is not None
+
+    @property
+    def engine_config(self) -> Path:
+        """The engine's config file (written by `up`, or by the first `start_engine`)."""
+        return tor.config_path(self._run)
+
+    @property
+    def cache_dir(self) -> Path:
+        """The engine's LMDB cache directory (tmpfs)."""
+        return tor.cache_dir(self.instance)
+
+    def engine_status(self) -> dict[str, Any]:
+        """The engine as `testbed status` shows it: ``enabled``, ``supervisor_pid``,
+        ``supervisor_running``, ``engine_pid`` (None while restarting), ``phase`` (starting,
+        healthy, unhealthy, restarting, stopped), ``restarts``, ``last_exit``, and
+        ``interception`` as nft reports it in tor-a (``installed``, ``active``,
+        ``leased_ports``, ``flows``, ``counters`` with ``redirect``: connections sent to the
+        engine so far)."""
+        return tor.report(self._run, self.topology, self._reload().engine)
+
+    def wait_engine(self, intercepting: bool = True, timeout: float = 30.0) -> dict[str, Any]:
+        """Wait until the interception is on (the engine healthy) or, with False, off.
+
+        Returns `engine_status()`. Raises `NotUp` if the engine is not running under
+        supervision, `TimeoutError` after `timeout` seconds.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            status = self.engine_status()
+            if not status.get("supervisor_running"):
+                raise NotUp(f"testbed {self.instance!r}: the engine's supervisor is not running")
+            if (
+                status["interception"]["active"] == intercepting
+                and (status["phase"] == "healthy") == intercepting
+            ):
+                return status
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"interception not {'on' if intercepting else 'off'} after {timeout} s: "
+                    f"{status}"
+                )
+            time.sleep(0.05)
+
+    def start_engine(self, engine_cmd: str | None = None, timeout: float = 60.0) -> None:
+        """Start `torswitch run` in tor-a and wait until it intercepts. `engine_cmd` runs a
+        stand-in instead of `torswitch engine` (shell syntax). The cache size is `up`'s (1 GiB
+        if `up` had --no-cache). Raises `TestbedError` if it is already running."""
+        with self._run.lock():
+            state = self._reload()
+            if state.engine and tor.is_supervisor(self._run, state.engine.get("supervisor_pid")):
+                raise TestbedError(f"testbed {self.instance!r}: the engine is already running")
+            size = int(state.options.get("cache_bytes") or tor.DEFAULT_CACHE_BYTES)
+            lifecycle.start_engine(self._run, state, self.topology, size, engine_cmd, timeout)
+            self.state = state
+
+    def stop_engine(self) -> bool:
+        """Stop `torswitch run` (interception removed, engine stopped; the cache stays).
+        Returns whether it was running."""
+        with self._run.lock():
+            state = self._reload()
+            stopped = lifecycle.stop_engine(self._run, state)
+            self.state = state
+            return stopped
+
+    def restart_engine(self, engine_cmd: str | None = None, timeout: float = 60.0) -> None:
+        """Stop and start `torswitch run` (and so the engine) again; waits until it
+        intercepts. The cache persists across the restart."""
+        self.stop_engine()
+        self.start_engine(engine_cmd, timeout)
+
+    @contextlib.contextmanager
+    def without_engine(self) -> Iterator[None]:
+        """Context manager: no engine and no interception inside (plain switching); the
+        engine as before afterwards."""
+        state = self._reload()
+        was = state.engine is not None and tor.is_supervisor(
+            self._run, state.engine.get("supervisor_pid")
+        )
+        cmd = state.engine.get("engine_cmd") if state.engine else None
+        self.stop_engine()
+        try:
+            yield
+        finally:
+            if was:
+                self.start_engine(cmd)
+
+    @contextlib.contextmanager
+    def engine_as(self, engine_cmd: str | None) -> Iterator[None]:
+        """Context manager: inside, `torswitch run` supervises `engine_cmd` (None: the real
+        engine); afterwards the engine is as before (or none, if there was none)."""
+        state = self._reload()
+        was = state.engine is not None and tor.is_supervisor(
+            self._run, state.engine.get("supervisor_pid")
+        )
+        before = state.engine.get("engine_cmd") if state.engine else None
+        self.restart_engine(engine_cmd)
+        try:
+            yield
+        finally:
+            self.stop_engine()
+            if was:
+                self.start_engine(before)
+
+    def engine_pid(self) -> int | None:
+        """PID of the engine process now (None while the supervisor restarts it)."""
+        state = self._reload()
+        sup = state.engine.get("supervisor_pid") if state.engine else None
+        return tor.engine_pid(self._run, sup)
+
+    def kill_engine(self, sig: int = signal.SIGKILL) -> int:
+        """Send `sig` (default SIGKILL) to the engine process; the supervisor removes the
+        interception and restarts the engine with back-off. Returns the PID signalled.
+        Raises `NotUp` if no engine is running."""
+        pid = self.engine_pid()
+        if pid is None:
+            raise NotUp(f"testbed {self.instance!r}: no engine process is running")
+        os.kill(pid, sig)
+        return pid
+
+    def engine_log(self) -> str:
+        """Everything the engine wrote (all its restarts, each after a ``---`` line)."""
+        return _read(tor.engine_log(self._run))
+
+    def supervisor_log(self) -> str:
+        """What `torswitch run` logged: starts, exits, health, interception on/off."""
+        return _read(tor.supervisor_log(self._run))
+
+    # ---- DataNode processes ---------------------------------------------------------------
+
+    def datanode_pid(self, name: str) -> int:
+        """PID of DataNode `name`'s JVM. Raises `NotUp` if it is not running."""
+        for d in self.state.daemons:
+            if d.name == name:
+                if not hadoop.is_running(d, self.instance):
+                    raise NotUp(f"{name} (pid {d.pid}) is not running")
+                return d.pid
+        raise NotUp(f"no DataNode {name!r} in testbed {self.instance!r}")
+
+    def stop_datanode(self, name: str) -> int:
+        """Freeze DataNode `name` (SIGSTOP): its kernel still accepts connections, the JVM
+        answers nothing. Returns its PID. Undo with `cont_datanode`."""
+        pid = self.datanode_pid(name)
+        os.kill(pid, signal.SIGSTOP)
+        return pid
+
+    def cont_datanode(self, name: str) -> int:
+        """Let a frozen DataNode run again (SIGCONT). Returns its PID."""
+        pid = self.datanode_pid(name)
+        os.kill(pid, signal.SIGCONT)
+        return pid
+
+    @contextlib.contextmanager
+    def frozen_datanode(self, name: str) -> Iterator[int]:
+        """Context manager: DataNode `name` frozen inside (yields its PID), running again
+        after, whatever happens."""
+        pid = self.stop_datanode(name)
+        try:
+            yield pid
+        finally:
+            os.kill(pid, signal.SIGCONT)
+
+    def _reload(self) -> State:
+        """The state file as it is now (the engine's record changes when it is restarted)."""
+        self.state = self._run.load()
+        return self.state
 
     # ---- health ---------------------------------------------------------------------------
 

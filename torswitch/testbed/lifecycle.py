@@ -2,11 +2,14 @@
 
 `up`:  check prerequisites -> namespaces, veths, bridges, uplink shaping -> render configs ->
        format the NameNode -> start the NameNode and all DataNodes (one JVM each, in parallel)
-       -> wait until the NameNode reports every DataNode live and safe mode off.
+       -> wait until the NameNode reports every DataNode live and safe mode off -> unless
+       --no-cache, start the ToR's block engine under `torswitch run` and wait until its
+       interception is in place (testbed.tor).
        Any failure tears down what was built (logs stay) and raises.
-`down`: stop the testbed's JVMs (found by PID and by command-line marker), stop anything else
-       still inside its namespaces, delete the namespaces; no state needed, so it also cleans
-       up after a crashed `up`. Idempotent.
+`down`: stop the ToR's engine supervisor, the testbed's JVMs (found by PID and by command-line
+       marker) and anything else still inside its namespaces, delete the namespaces and the
+       engine's tmpfs cache; no state needed, so it also cleans up after a crashed `up`.
+       Idempotent.
 """
 
 from __future__ import annotations
@@ -21,9 +24,10 @@ from typing import Any
 
 from tqdm import tqdm
 
-from torswitch.testbed import config, hadoop, netns, topology
+from torswitch.testbed import config, hadoop, netns, topology, tor
 from torswitch.testbed.errors import (
     AlreadyUp,
+    BadValue,
     InUse,
     NotReady,
     NotUp,
@@ -39,15 +43,23 @@ from torswitch.testbed.jmx import (
     read_counters,
 )
 from torswitch.testbed.state import RunDir, State, repo_root
+from torswitch.testbed.tor import DEFAULT_CACHE_BYTES
 from torswitch.testbed.units import format_rate
 
 READY_TIMEOUT_S = 180.0
 FORMAT_TIMEOUT_S = 120.0
+#: ToR modes of `up --tor` (topology.TOR_MODES has the network side of each).
+TOR_CHOICES = ("kernel",)
 
 
 @dataclass(frozen=True)
 class UpOptions:
-    """What `up` builds. `rate_bps` in bit/s, `delay_ms` one-way in ms, `block_size` bytes."""
+    """What `up` builds. `rate_bps` in bit/s, `delay_ms` one-way in ms, `block_size` bytes.
+
+    `tor`: the ToR mode (kernel). `cache`: run the block engine in the ToR (False: plain
+    switching); `cache_bytes`: its capacity. `engine_cmd`: a stand-in for the engine, in shell
+    syntax (tests); None runs `torswitch engine`.
+    """
 
     datanodes: int = 3
     rate_bps: int = 10**9
@@ -55,6 +67,17 @@ class UpOptions:
     block_size: int = 8 << 20
     replication: int = 1
     clients: int = topology.DEFAULT_CLIENTS
+    tor: str = "kernel"
+    cache: bool = True
+    cache_bytes: int = DEFAULT_CACHE_BYTES
+    engine_cmd: str | None = None
+
+    def validate(self) -> None:
+        """Raise `BadValue` for a ToR mode or cache size `up` cannot build."""
+        if self.tor not in TOR_CHOICES:
+            raise BadValue(f"unknown ToR mode {self.tor!r} (known: {', '.join(TOR_CHOICES)})")
+        if self.cache and self.cache_bytes < (1 << 20):
+            raise BadValue(f"--cache-size {self.cache_bytes} B is below the minimum of 1 MiB")
 
 
 @dataclass
@@ -216,6 +239,7 @@ def up(
     """
     run = run or RunDir(instance)
     topo = topology.plan(instance, opts.datanodes, opts.clients)
+    opts.validate()
     config.ClusterSettings(opts.block_size, opts.replication).validate(opts.datanodes)
     shaping = topology.Shaping(opts.rate_bps, opts.delay_ms)
     topology.shaping_commands(topo, shaping)  # validates before anything is built
@@ -229,7 +253,7 @@ def up(
                 f"{len(leftovers)} namespace(s), {len(jvms)} JVM(s)); run "
                 f"`torswitch testbed down --instance {instance}` first"
             )
-        steps = 5 + opts.datanodes
+        steps = 5 + opts.datanodes + (1 if opts.cache else 0)
         bar = tqdm(total=steps, desc="network", unit="step", disable=not progress, leave=False)
         started = time.monotonic()
         try:
@@ -265,6 +289,9 @@ def _up_locked(
             "replication": opts.replication,
             "uplink_rate_bps": opts.rate_bps,
             "uplink_delay_ms": opts.delay_ms,
+            "tor": opts.tor,
+            "cache": opts.cache,
+            "cache_bytes": opts.cache_bytes if opts.cache else 0,
         },
         hosts=[state_host(h) for h in topo.hosts],
         java=java,
@@ -272,7 +299,7 @@ def _up_locked(
         owner_pid=owner_pid,
     )
     run.save(state)
-    topology.apply(topology.build_commands(topo))
+    topology.apply(topology.build_commands(topo, opts.tor))
     shaper = topology.apply_shaping(topo, shaping)
     state.options["shaper"] = shaper
     if shaper != "netem" and opts.delay_ms > 0:
@@ -331,6 +358,10 @@ def _up_locked(
             done[0] = min(n, want)
 
     _wait_ready(run, state, topo, on_live)
+    if opts.cache:
+        bar.set_description("block engine")
+        bar.update(max(0, (bar.total or 0) - 1 - bar.n))
+        start_engine(run, state, topo, opts.cache_bytes, opts.engine_cmd)
     bar.update((bar.total or 0) - bar.n)
     seconds = time.monotonic() - started
     rss = sum(hadoop.rss_bytes(d.pid) for d in state.daemons)
@@ -338,6 +369,47 @@ def _up_locked(
     state.jvm_rss_bytes = rss
     run.save(state)
     return UpReport(state=state, seconds=seconds, jvm_rss_bytes=rss, warnings=warnings)
+
+
+def start_engine(
+    run: RunDir,
+    state: State,
+    topo: topology.Topology,
+    cache_bytes: int,
+    engine_cmd: str | None = None,
+    timeout: float = tor.START_TIMEOUT_S,
+) -> dict[str, Any]:
+    """Start the ToR's engine supervisor and wait until its interception is on.
+
+    Records it in `state` (saved). Returns the supervisor's status. Raises `StartupFailed`
+    (the supervisor is then stopped again, its logs kept) if it does not get there in
+    `timeout` seconds.
+    """
+    tor.write_config(run, cache_bytes)
+    pid = tor.start(run, topo, engine_cmd)
+    state.engine = {
+        "supervisor_pid": pid,
+        "engine_cmd": engine_cmd,
+        "cache_dir": str(tor.cache_dir(topo.instance)),
+        "cache_bytes": cache_bytes,
+    }
+    run.save(state)
+    try:
+        return tor.wait_intercepting(run, topo, pid, timeout=timeout)
+    except BaseException:
+        stop_engine(run, state)
+        raise
+
+
+def stop_engine(run: RunDir, state: State) -> bool:
+    """Stop the ToR's engine supervisor (rules removed, engine stopped); the cache stays.
+    Returns whether it was running."""
+    if state.engine is None:
+        return False
+    was = tor.stop(run, state.engine.get("supervisor_pid"))
+    state.engine["supervisor_pid"] = None
+    run.save(state)
+    return was
 
 
 @dataclass
@@ -348,20 +420,32 @@ class DownReport:
     jvms_killed: int = 0
     other_processes: int = 0
     namespaces_removed: list[str] = field(default_factory=list)
+    engine_stopped: bool = False
+    cache_removed: bool = False
 
     @property
     def was_up(self) -> bool:
-        return bool(self.jvms_stopped or self.other_processes or self.namespaces_removed)
+        return bool(
+            self.jvms_stopped
+            or self.other_processes
+            or self.namespaces_removed
+            or self.engine_stopped
+            or self.cache_removed
+        )
 
 
 def _teardown(instance: str, run: RunDir) -> DownReport:
     report = DownReport()
-    pids: set[int] = set(hadoop.testbed_jvms(instance))
     try:
-        state = run.load()
-        pids |= {d.pid for d in state.daemons if hadoop.is_running(d, instance)}
+        state: State | None = run.load()
     except NotUp:
-        pass
+        state = None
+    if state is not None and state.engine is not None:
+        # First, while the DataNodes still run: rules off, engine stopped cleanly.
+        report.engine_stopped = tor.stop(run, state.engine.get("supervisor_pid"))
+    pids: set[int] = set(hadoop.testbed_jvms(instance))
+    if state is not None:
+        pids |= {d.pid for d in state.daemons if hadoop.is_running(d, instance)}
     report.jvms_stopped = len(pids)
     report.jvms_killed = len(hadoop.stop_pids(pids))
     namespaces = topology.instance_namespaces(instance)
@@ -376,6 +460,7 @@ def _teardown(instance: str, run: RunDir) -> DownReport:
     left = topology.instance_namespaces(instance)
     if left:
         raise TestbedError(f"could not remove namespace(s) {', '.join(left)}")
+    report.cache_removed = tor.remove_cache(instance)
     run.forget()
     return report
 
@@ -428,6 +513,7 @@ class StatusReport:
     ready_seconds: float | None
     jvm_rss_bytes: int
     problems: list[str]
+    engine: dict[str, Any] = field(default_factory=lambda: {"enabled": False})
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -477,6 +563,14 @@ def status(instance: str, *, run: RunDir | None = None) -> StatusReport:
             reads[dn.name] = read_counters(datanode_jmx(topo, dn.name).bean(DATANODE_ACTIVITY))
         except (JmxError, FileNotFoundError) as exc:
             problems.append(f"{dn.name} JMX unreachable: {exc}")
+    engine = tor.report(run, topo, state.engine)
+    if engine["enabled"]:
+        if not engine["supervisor_running"]:
+            problems.append("the ToR's engine supervisor (torswitch run) is not running")
+        elif not engine["interception"]["active"]:
+            problems.append(
+                f"the ToR's interception is off (engine {engine['phase']}): reads bypass the cache"
+            )
     shaped = topology.read_shaping(topo)
     uplink = (
         {"shaper": shaped[0], "rate_bps": shaped[1].rate_bps, "delay_ms": shaped[1].delay_ms}
@@ -496,6 +590,7 @@ def status(instance: str, *, run: RunDir | None = None) -> StatusReport:
         ready_seconds=state.ready_seconds,
         jvm_rss_bytes=rss,
         problems=problems,
+        engine=engine,
     )
 
 

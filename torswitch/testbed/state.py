@@ -6,7 +6,9 @@ Layout of ``run/testbed-<instance>/`` (under the repository; ``run/`` is git-ign
     conf/<process>/   rendered Hadoop configuration, one directory per JVM (and `client`)
     hosts/<host>      the JVM hosts file of each host (-Djdk.net.hosts.file)
     data/<process>/   NameNode metadata and DataNode block storage
-    logs/             one log (log4j) and one .out (stdout/stderr) per daemon
+    logs/             one log (log4j) and one .out (stdout/stderr) per daemon; supervisor.log
+                      and engine.log of the ToR's block engine
+    engine/           the engine's config and its supervisor's status file (testbed.tor)
     bin/hdfs          the Hadoop command launcher that `testbed exec` puts on PATH
 
 `up` wipes the directory before it starts, keeping the previous run's logs as logs.previous/;
@@ -80,6 +82,10 @@ class State:
     owner_pid: int | None = None
     ready_seconds: float | None = None
     jvm_rss_bytes: int | None = None
+    # The ToR's block engine (torswitch.testbed.tor), None without one (--no-cache):
+    # supervisor_pid (None while stopped), engine_cmd (None: the real engine), cache_dir,
+    # cache_bytes.
+    engine: dict[str, Any] | None = None
 
     def to_json(self) -> str:
         """The state as indented JSON."""

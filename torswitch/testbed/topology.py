@@ -23,8 +23,9 @@ rack B addresses 198.18.2.x. Traffic between c1 and a DataNode crosses the ToR's
 uplink.
 
 The ToR namespace keeps its ports separate (one per rack host, plus ``uplink``); how they are
-joined is the ToR mode. This issue has only the kernel bridge. Later modes add nftables
-interception on top of it, or leave the ports unbridged for a DPDK data plane to own.
+joined is the ToR mode. The kernel mode bridges them; the block engine's nftables interception
+goes on top of that bridge (testbed.tor). A DPDK mode would leave the ports unbridged for the
+data plane to own.
 
 The uplink is shaped on both of its ends, so reads (core to rack A) and writes (rack A to core)
 both see the oversubscribed link: with netem (rate and one-way delay) where the kernel has it,
@@ -245,7 +246,11 @@ def _kernel_bridge_commands(topo: Topology) -> list[list[str]]:
     return cmds
 
 
-TOR_MODES = {"bridge": _kernel_bridge_commands}
+# How the ToR's ports are joined. "kernel" (the kernel-mode ToR, `testbed up --tor kernel`)
+# is a plain bridge as far as the network is concerned: the block engine and its nftables
+# interception are started on top of it afterwards (testbed.tor). "bridge" is the same network
+# under its original name.
+TOR_MODES = {"kernel": _kernel_bridge_commands, "bridge": _kernel_bridge_commands}
 
 
 def build_commands(topo: Topology, tor_mode: str = "bridge") -> list[list[str]]:

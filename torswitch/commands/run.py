@@ -1,0 +1,153 @@
+"""`torswitch run --config FILE`: the ToR's block engine as a supervised foreground service.
+
+Starts the engine (`torswitch engine --config FILE`) as a child process, probes it, and keeps
+the kernel-mode interception of HDFS reads (torswitch.interception) in place only while the
+engine answers: when it dies or stops answering, the rules go within about a second and rack
+traffic flows straight to the DataNodes again (fail-open); a dead engine is restarted with
+back-off. SIGTERM or SIGINT: rules removed, engine stopped, exit 0.
+
+The interception works on the Linux bridge of the network namespace this runs in (--bridge,
+default br0): new connections from its rack ports (every port but the uplink, unless
+--rack-port names them) to the DataNode transfer port of the config's hadoop_conf_dir
+(dfs.datanode.address, 9866 by default) are redirected to the engine's listen port.
+
+--namespace-mode is for a ToR that is a network namespace, as in the testbed
+(``ip netns exec <instance>-tor-a torswitch run ...``): the command then refuses to start
+outside a named network namespace (one of ``ip netns list``), so it can never change the
+host's nftables. Without it, it runs wherever it is started, as on a real ToR.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shlex
+import signal
+import sys
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from torswitch.errors import TorswitchError
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "run",
+        help="run the block engine under fail-open supervision (foreground)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--config", required=True, metavar="FILE", help="torswitch config")
+    parser.add_argument(
+        "--namespace-mode",
+        action="store_true",
+        help="the ToR is the named network namespace this runs in (ip netns exec NS ...); "
+        "refuse to run anywhere else",
+    )
+    parser.add_argument("--bridge", default="br0", metavar="IF", help="the ToR bridge (br0)")
+    parser.add_argument(
+        "--rack-port",
+        action="append",
+        dest="rack_ports",
+        metavar="IF",
+        help="a rack-facing bridge port, repeatable (default: every bridge port but the uplinks)",
+    )
+    parser.add_argument(
+        "--uplink",
+        action="append",
+        dest="uplinks",
+        metavar="IF",
+        help="an uplink port of the bridge, never intercepted; repeatable (default: uplink)",
+    )
+    parser.add_argument(
+        "--no-intercept", action="store_true", help="supervise the engine without interception"
+    )
+    parser.add_argument(
+        "--lease",
+        type=float,
+        default=5.0,
+        metavar="S",
+        help="seconds the interception outlives a supervisor that died without removing it "
+        "(default 5)",
+    )
+    parser.add_argument(
+        "--status-file", type=Path, metavar="PATH", help="keep a JSON status file here"
+    )
+    parser.add_argument(
+        "--engine-log",
+        type=Path,
+        metavar="PATH",
+        help="append the engine's output here (default: this command's own output)",
+    )
+    # Tests and experiments: a stand-in for the engine (shell syntax), same supervision.
+    parser.add_argument("--engine-cmd", help=argparse.SUPPRESS)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from torswitch import config
+    from torswitch.interception import Interceptor, in_host_namespace, spec_for_engine
+    from torswitch.supervisor import Supervisor, Timing, eof_probe
+
+    cfg = config.load(args.config)
+    engine = cfg.engine
+    if args.namespace_mode and in_host_namespace():
+        raise TorswitchError(
+            "--namespace-mode, but this is not a named network namespace (it may be the "
+            "host's own): start it with `ip netns exec <ToR namespace> torswitch run ...`"
+        )
+    try:
+        spec = spec_for_engine(
+            (engine.listen_host, engine.listen_port),
+            engine.hadoop_conf_dir,
+            bridge=args.bridge,
+            rack_ports=tuple(args.rack_ports) if args.rack_ports else None,
+            uplinks=tuple(args.uplinks) if args.uplinks else ("uplink",),
+            lease_s=args.lease,
+        )
+    except ValueError as exc:
+        if isinstance(exc, TorswitchError):
+            raise
+        raise TorswitchError(f"interception: {exc}") from None
+    interceptor = (
+        None
+        if args.no_intercept
+        else Interceptor(spec, allow_host_namespace=not args.namespace_mode)
+    )
+    if args.engine_cmd:
+        argv = shlex.split(args.engine_cmd)
+    else:
+        argv = [
+            sys.executable,
+            "-m",
+            "torswitch",
+            "engine",
+            "--config",
+            str(Path(args.config).resolve()),
+        ]
+    # A wildcard listener is probed on loopback; a specific address where it listens.
+    probe_host = "127.0.0.1" if engine.listen_host in ("", "0.0.0.0", "*") else engine.listen_host
+    timing = Timing()
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s.%(msecs)03d torswitch run[%(process)d] %(levelname)s %(message)s",
+        datefmt="%Y-%m-%d %H:%M:%S",
+    )
+    supervisor = Supervisor(
+        argv,
+        eof_probe(probe_host, engine.listen_port, timing.probe_timeout_s),
+        interceptor,
+        timing,
+        engine_log=args.engine_log,
+        status_file=args.status_file,
+    )
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        logging.getLogger(__name__).info("%s: shutting down", signal.Signals(signum).name)
+        supervisor.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    return supervisor.run()

@@ -1,0 +1,267 @@
+"""The ToR's block engine in a testbed: `torswitch run` inside the ToR namespace.
+
+Unless `up` was given --no-cache, it writes an engine config into the run directory and
+starts ``torswitch run --namespace-mode`` inside ``<instance>-tor-a``, in a session of its own
+so it outlives `up`. That supervisor starts the engine, and installs the interception on the
+ToR's bridge while the engine is healthy (torswitch.supervisor, torswitch.interception). `up`
+returns once the interception is in place; `down` stops the supervisor (which removes the
+rules and stops the engine) and deletes the cache.
+
+Files::
+
+    run/testbed-<instance>/engine/engine.yml    the engine config (torswitch config format)
+    run/testbed-<instance>/engine/status.json   the supervisor's status file
+    run/testbed-<instance>/logs/supervisor.log  `torswitch run` (starts, health, rules)
+    run/testbed-<instance>/logs/engine.log      the engine's own output, all restarts
+    /dev/shm/torswitch-<instance>/              the cache (LMDB on tmpfs)
+
+The state file records the supervisor's PID under ``engine``; the supervisor is recognised by
+that PID together with its status-file path on its command line, never by a broad name.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from torswitch.interception import InterceptionError, Interceptor, InterceptSpec, InterceptState
+from torswitch.testbed import hadoop, netns, topology
+from torswitch.testbed.errors import StartupFailed
+from torswitch.testbed.state import RunDir
+
+ENGINE_PORT = 19866
+DEFAULT_CACHE_BYTES = 1 << 30
+SHM_DIR = Path("/dev/shm")
+START_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 10.0
+
+
+def cache_dir(instance: str) -> Path:
+    """The engine's cache directory of `instance`, on tmpfs."""
+    return SHM_DIR / f"torswitch-{instance}"
+
+
+def engine_dir(run: RunDir) -> Path:
+    return run.path / "engine"
+
+
+def config_path(run: RunDir) -> Path:
+    return engine_dir(run) / "engine.yml"
+
+
+def status_path(run: RunDir) -> Path:
+    return engine_dir(run) / "status.json"
+
+
+def supervisor_log(run: RunDir) -> Path:
+    return run.log_dir / "supervisor.log"
+
+
+def engine_log(run: RunDir) -> Path:
+    return run.log_dir / "engine.log"
+
+
+def config_text(cache: Path, cache_bytes: int, hadoop_conf_dir: Path) -> str:
+    """The engine config a testbed runs with."""
+    return (
+        "# Written by `torswitch testbed up`: the block engine of the ToR tor-a.\n"
+        "torswitch: 1\n"
+        "engine:\n"
+        f"  listen: 0.0.0.0:{ENGINE_PORT}\n"
+        f"  cache_path: {cache}\n"
+        f"  cache_capacity: {cache_bytes}\n"
+        f"  hadoop_conf_dir: {hadoop_conf_dir}\n"
+    )
+
+
+def write_config(run: RunDir, cache_bytes: int) -> Path:
+    """Write the engine config (and create the cache directory); returns the config path."""
+    cache = cache_dir(run.instance)
+    cache.mkdir(mode=0o700, exist_ok=True)
+    path = config_path(run)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(config_text(cache, cache_bytes, run.conf_dir("client")))
+    return path
+
+
+def supervisor_argv(run: RunDir, engine_cmd: str | None = None) -> list[str]:
+    """`torswitch run` for the ToR; `engine_cmd` replaces the engine (tests: a stand-in)."""
+    argv = [
+        sys.executable,
+        "-m",
+        "torswitch",
+        "run",
+        "--config",
+        str(config_path(run)),
+        "--namespace-mode",
+        "--status-file",
+        str(status_path(run)),
+        "--engine-log",
+        str(engine_log(run)),
+    ]
+    if engine_cmd is not None:
+        argv += ["--engine-cmd", engine_cmd]
+    return argv
+
+
+def start(run: RunDir, topo: topology.Topology, engine_cmd: str | None = None) -> int:
+    """Start the supervisor in the ToR namespace; returns its PID (not waiting for health).
+
+    Raises `StartupFailed` if it cannot be started.
+    """
+    ns = topo.host(topology.TOR).namespace
+    status_path(run).unlink(missing_ok=True)
+    with open(supervisor_log(run), "ab") as out:
+        try:
+            proc = subprocess.Popen(
+                netns.exec_argv(ns, supervisor_argv(run, engine_cmd)),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                close_fds=True,
+            )
+        except OSError as exc:
+            raise StartupFailed(f"cannot start torswitch run in {ns}: {exc}") from exc
+    return proc.pid
+
+
+def read_status(run: RunDir) -> dict[str, Any] | None:
+    """The supervisor's status file, or None if there is none (yet)."""
+    import json
+
+    try:
+        data: dict[str, Any] = json.loads(status_path(run).read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    return data
+
+
+def is_supervisor(run: RunDir, pid: int | None) -> bool:
+    """Whether `pid` is this run directory's `torswitch run`."""
+    if not pid or not hadoop.pid_alive(pid):
+        return False
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    # Before and after `ip netns exec` execs python the status file is on the command line;
+    # during the exec it reads as empty for a moment.
+    return str(status_path(run)).encode() in argv or argv == [b""]
+
+
+def engine_pid(run: RunDir, supervisor_pid: int | None) -> int | None:
+    """The running engine's PID: from the status file, checked to be the supervisor's child."""
+    status = read_status(run) or {}
+    pid = status.get("engine_pid")
+    if not isinstance(pid, int) or not supervisor_pid or not hadoop.pid_alive(pid):
+        return None
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    parent = int(stat.rsplit(")", 1)[1].split()[1])
+    return pid if parent == supervisor_pid else None
+
+
+def interception_state(topo: topology.Topology) -> InterceptState:
+    """What nft shows in the ToR namespace (an empty state if it cannot be read)."""
+    try:
+        return Interceptor(InterceptSpec(), namespace=topo.host(topology.TOR).namespace).state()
+    except InterceptionError:
+        return InterceptState()
+
+
+def wait_intercepting(
+    run: RunDir,
+    topo: topology.Topology,
+    pid: int,
+    intercepting: bool = True,
+    timeout: float = START_TIMEOUT_S,
+) -> dict[str, Any]:
+    """Wait until the supervisor reports the interception on (or off) and nft agrees.
+
+    Returns the status. Raises `StartupFailed`, with the logs' last lines, if the supervisor
+    exits or `timeout` seconds pass.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        if not is_supervisor(run, pid):
+            raise StartupFailed(
+                f"torswitch run (pid {pid}) exited; see {supervisor_log(run)}:\n"
+                f"{hadoop.tail(supervisor_log(run))}\nengine log:\n{hadoop.tail(engine_log(run))}"
+            )
+        status = read_status(run) or {}
+        if (
+            bool(status.get("intercepting")) == intercepting
+            and interception_state(topo).active == intercepting
+        ):
+            return status
+        if time.monotonic() > deadline:
+            raise StartupFailed(
+                f"the interception is not {'on' if intercepting else 'off'} after "
+                f"{timeout:.0f} s (engine phase {status.get('phase', 'unknown')}); see "
+                f"{supervisor_log(run)}:\n{hadoop.tail(supervisor_log(run))}\n"
+                f"engine log:\n{hadoop.tail(engine_log(run))}"
+            )
+        time.sleep(0.1)
+
+
+def stop(run: RunDir, pid: int | None, timeout: float = STOP_TIMEOUT_S) -> bool:
+    """SIGTERM the supervisor and wait for it (it removes the rules and stops the engine);
+    SIGKILL it and its engine after `timeout` seconds. Returns whether it was running."""
+    if not is_supervisor(run, pid):
+        return False
+    assert pid is not None
+    child = engine_pid(run, pid)
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return False
+    deadline = time.monotonic() + timeout
+    while is_supervisor(run, pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    leftovers = [p for p in (pid, child) if p and hadoop.pid_alive(p)]
+    if leftovers:
+        hadoop.stop_pids(leftovers, grace=0.0)
+    return True
+
+
+def remove_cache(instance: str) -> bool:
+    """Delete the instance's tmpfs cache; returns whether there was one."""
+    path = cache_dir(instance)
+    if not path.exists():
+        return False
+    shutil.rmtree(path)
+    return True
+
+
+def report(run: RunDir, topo: topology.Topology, record: dict[str, Any] | None) -> dict[str, Any]:
+    """The engine's part of `testbed status`: supervisor, engine, interception, cache."""
+    if record is None:
+        return {"enabled": False}
+    pid = record.get("supervisor_pid")
+    running = is_supervisor(run, pid)
+    status = read_status(run) or {}
+    child = engine_pid(run, pid) if running else None
+    rules = interception_state(topo)
+    return {
+        "enabled": True,
+        "supervisor_pid": pid,
+        "supervisor_running": running,
+        "engine_pid": child,
+        "phase": status.get("phase") if running else "stopped",
+        "restarts": status.get("restarts", 0),
+        "last_exit": status.get("last_exit"),
+        "engine_cmd": record.get("engine_cmd"),
+        "interception": rules.as_dict(),
+        "cache_dir": record.get("cache_dir"),
+        "cache_bytes": record.get("cache_bytes"),
+        "listen_port": ENGINE_PORT,
+    }
