@@ -36,6 +36,8 @@ from torswitch.testbed.errors import StartupFailed
 from torswitch.testbed.state import RunDir
 
 ENGINE_PORT = 19866
+AGENT_PORT = 19867  # the cache agent's gRPC (torswitch cache --agent 198.18.1.1:19867)
+METRICS_PORT = 19868  # Prometheus /metrics of the engine
 DEFAULT_CACHE_BYTES = 1 << 30
 SHM_DIR = Path("/dev/shm")
 START_TIMEOUT_S = 60.0
@@ -74,6 +76,8 @@ def config_text(cache: Path, cache_bytes: int, hadoop_conf_dir: Path) -> str:
         "torswitch: 1\n"
         "engine:\n"
         f"  listen: 0.0.0.0:{ENGINE_PORT}\n"
+        f"  agent_port: {AGENT_PORT}\n"
+        f"  metrics_port: {METRICS_PORT}\n"
         f"  cache_path: {cache}\n"
         f"  cache_capacity: {cache_bytes}\n"
         f"  hadoop_conf_dir: {hadoop_conf_dir}\n"
