@@ -136,6 +136,8 @@ async def read_via(port: int, block_id: int, offset: int, length: int, *,
 
 from typing import Any
 
+import pytest
+
 
 @contextlib.asynccontextmanager
 async def setup(tmp: pathlib.Path, **kw: Any) -> AsyncIterator[tuple[ScriptedDataNode, BlockEngine]]:
@@ -321,4 +323,22 @@ def test_unredirected_and_self_addressed_connections_are_closed(tmp_path: pathli
         cache.close()
         assert dn.server is not None
         dn.server.close()
+    run(body())
+
+
+def test_hits_served_in_pieces_are_byte_identical(tmp_path: pathlib.Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from torswitch import engine as engine_module
+
+    monkeypatch.setattr(engine_module, "SERVE_PIECE_BYTES", 2 * 65536)  # several pieces
+
+    async def body() -> None:
+        async with setup(tmp_path) as (dn, engine):
+            await read_via(engine.port, 1, 0, BLOCK_LEN)
+            for offset, length, sums in [(0, BLOCK_LEN, True), (1000, 250_000, True),
+                                         (70_000, 200_000, False)]:
+                _, _, raw, _ = await read_via(engine.port, 1, offset, length, checksums=sums)
+                _, _, want, _ = await read_via(dn.port, 1, offset, length, checksums=sums)
+                assert raw == want, (offset, length, sums)
+            assert engine.stats.hits == 3
     run(body())

@@ -58,9 +58,9 @@ from torswitch.datatransfer import (
     Response,
     StreamParser,
     encode_client_read_status,
+    encode_packet,
     encode_read_response,
     encode_request,
-    iter_read_packets,
     read_block_request,
     read_packet_data_size,
 )
@@ -73,6 +73,7 @@ MAX_REQUEST_BYTES = 1 << 20
 TOKEN_TTL_S = 60.0
 SINGLE_FLIGHT_WAIT_S = 30.0
 IDLE_TIMEOUT_S = 120.0
+SERVE_PIECE_BYTES = 1 << 20  # cached bytes read, verified and sent per step of a hit
 
 PASSTHROUGH_REASONS = ("sasl", "other_op", "unknown_op", "unparseable", "token_required")
 
@@ -392,26 +393,26 @@ class _Session:
         t0 = time.monotonic()
         valid_range = 0 <= offset and 0 <= length and offset + length <= key.num_bytes
         if valid_range and length > 0:
-            cached = await self._cached(key, msg)
-            if cached is None and await self._wait_inflight(key):
-                cached = await self._cached(key, msg)
-            if cached is not None:
+            covered = await self._covered(key, msg)
+            if not covered and await self._wait_inflight(key):
+                covered = await self._covered(key, msg)
+            if covered:
                 if self.engine._token_needed(msg) and not await self.engine.token_accepted(
                         key, msg, self.dst):
                     # Let the DataNode answer this client itself (it will refuse a bad token).
                     self.stats.passthrough["token_required"] += 1
                     return await self._relay(req, msg, key, t0, cache=False)
-                await self._serve(cached, msg, t0)
-                status = await self._read_status()
-                if status is None:
+                if await self._serve(key, msg, t0):
+                    await self._read_status()
                     return True
-                return True
+                # evicted or found corrupt between the check and the read, before any byte
+                # was sent: relay instead
         return await self._relay(req, msg, key, t0, cache=valid_range)
 
-    async def _cached(self, key: BlockKey, msg: dt.OpReadBlockProto) -> CachedRange | None:
-        got: CachedRange | None = await self.engine._run_cache(
-            self.engine.cache.get_range, key, msg.offset, msg.len)
-        return got
+    async def _covered(self, key: BlockKey, msg: dt.OpReadBlockProto) -> bool:
+        covered: bool = await self.engine._run_cache(self.engine.cache.covers, key, msg.offset,
+                                                     msg.len)
+        return covered
 
     async def _wait_inflight(self, key: BlockKey) -> bool:
         event = self.engine._inflight.get(key)
@@ -422,38 +423,60 @@ class _Session:
             await asyncio.wait_for(event.wait(), SINGLE_FLIGHT_WAIT_S)
         return True
 
-    async def _serve(self, cached: CachedRange, msg: dt.OpReadBlockProto, t0: float) -> None:
-        """Answer from the cache exactly as a DataNode would (§3.1-§3.6)."""
-        spec = cached.spec
-        data, sums, start = memoryview(cached.data), memoryview(cached.sums), cached.offset
-        if not msg.sendChecksums:
-            # The DataNode reads no metadata: NULL checksums, 512-byte alignment.
-            unit = 512
-            lo = msg.offset - msg.offset % unit - start
-            hi = min(cached.key.num_bytes, -(-(msg.offset + msg.len) // unit) * unit) - start
-            data, start = data[lo:hi], start + lo
-            spec, sums = ChecksumSpec(ChecksumType.NULL, unit), memoryview(b"")
+    async def _serve(self, key: BlockKey, msg: dt.OpReadBlockProto, t0: float) -> bool:
+        """Answer from the cache exactly as a DataNode would (§3.1-§3.6).
+
+        The range is read from the cache a piece (SERVE_PIECE_BYTES) at a time, each piece
+        verified as it is read, so the first byte leaves early and memory stays bounded. Returns
+        False if the first piece is gone (nothing was sent); raises ConnectionAbortedError if a
+        later piece is (the client retries, as after a DataNode failure).
+        """
+        engine = self.engine
+        first = await engine._run_cache(engine.cache.get_range, key, msg.offset,
+                                        min(msg.len, SERVE_PIECE_BYTES))
+        if first is None:
+            return False
+        if msg.sendChecksums:
+            spec = first.spec
         else:
-            # Trim to what the DataNode would send: end rounded up to a chunk, capped.
-            bpc = spec.bytes_per_checksum
-            hi = min(cached.key.num_bytes, -(-(msg.offset + msg.len) // bpc) * bpc) - start
-            data = data[:hi]
-            sums = sums[: spec.checksum_len(len(data))]
-        packet = read_packet_data_size(spec.bytes_per_checksum)
+            # The DataNode reads no metadata: NULL checksums, 512-byte alignment (§3.6).
+            spec = ChecksumSpec(ChecksumType.NULL, 512)
+        unit = spec.bytes_per_checksum
+        start = msg.offset - msg.offset % unit
+        end = min(key.num_bytes, -(-(msg.offset + msg.len) // unit) * unit)
+        packet = read_packet_data_size(unit)
+        piece_bytes = max(packet, SERVE_PIECE_BYTES // packet * packet)
         w = self.client
         w.write(encode_read_response(spec, start))
-        first = True
-        for pkt in iter_read_packets(data, spec, start, packet_data_size=packet,
-                                     sums=sums if spec.size else None):
-            w.write(pkt)
-            if first:
-                first = False
+        seqno, pos = 0, start
+        cached: CachedRange | None = first
+        while pos < end:
+            n = min(piece_bytes, end - pos)
+            if cached is None:
+                cached = await engine._run_cache(engine.cache.get_range, key, pos, n)
+                if cached is None:
+                    raise ConnectionAbortedError(f"{key} left the cache mid-reply")
+            data = memoryview(cached.data)[pos - cached.offset : pos - cached.offset + n]
+            sums = memoryview(cached.sums)
+            if spec.size:  # pos is chunk-aligned in the cached range when checksums are sent
+                s0 = (pos - cached.offset) // unit * spec.size
+                sums = sums[s0 : s0 + spec.checksum_len(len(data))]
+            for p0 in range(0, len(data), packet):
+                chunk = data[p0 : p0 + packet]
+                psums = sums[p0 // unit * spec.size : (p0 // unit) * spec.size
+                             + spec.checksum_len(len(chunk))] if spec.size else b""
+                w.write(encode_packet(pos + p0, seqno, chunk, psums))
+                seqno += 1
+            if pos == start:
                 self.stats.observe_ttfb(True, time.monotonic() - t0)
-            if w.transport.get_write_buffer_size() > 1 << 20:
-                await w.drain()
+            pos += len(data)
+            cached = None
+            await w.drain()
+        w.write(encode_packet(end, seqno, b"", b"", last=True))
         await w.drain()
         self.stats.hits += 1
-        self.stats.bytes_from_cache += len(data)
+        self.stats.bytes_from_cache += end - start
+        return True
 
     # ---- relay (miss) ---------------------------------------------------------------------------
 
