@@ -9,4 +9,6 @@ figure with its unit. Every figure that is a target is a ratio against a baselin
 same run, because the machines are shared and noisy.
 """
 
-BENCHMARKS: tuple[str, ...] = ("routing", "codec", "dataplane", "directory")
+BENCHMARKS: tuple[str, ...] = (
+    "routing", "codec", "dataplane", "directory", "blockengine",
+)
