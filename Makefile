@@ -78,17 +78,22 @@ debug:
 test-unit: build test-c
 	$(PYTEST) -q tests
 
-test-integration: build dataplane
+test-integration: build dataplane $(STAMPS)/spark
 	$(PYTEST) -q integration
 
 # The README's test command: C known-answer tests, fast tests, then real peers.
-test: build test-c dataplane
+test: build test-c dataplane $(STAMPS)/spark
 	$(PYTEST) -q tests integration
 
 # ---- the main job ---------------------------------------------------------------------------
 
 demo: build
 	$(VENV)/bin/torswitch demo
+
+# pyspark (the spark extra) for the Spark job engine and the tests that run real Spark jobs.
+$(STAMPS)/spark: $(STAMPS)/install
+	$(PIP) install -q -e '.[test,plot,spark]'
+	@touch $@
 
 bench: build
 	$(VENV)/bin/torswitch bench routing

@@ -27,6 +27,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "torswitch.commands.run",
     "torswitch.commands.directory",
     "torswitch.commands.hint",
+    "torswitch.commands.spark",
 )
 
 

@@ -60,9 +60,11 @@ def register(subparsers: Any) -> None:
         parents=[common],
         help="build the topology, start NameNode and DataNodes, wait until ready",
         description="Build the namespaces, format the NameNode, start one JVM per daemon and "
-        "wait for all DataNodes to be live and safe mode off; then, unless --no-cache, start "
-        "the ToR's block engine under `torswitch run` in tor-a and wait until it intercepts "
-        "HDFS reads from rack A. Prints the time taken and the JVMs' memory.",
+        "wait for all DataNodes to be live and safe mode off; start the block directory in the "
+        "NameNode's namespace (198.18.2.10:19870); then, unless --no-cache, start the ToR's "
+        "block engine under `torswitch run` in tor-a, wait until it intercepts HDFS reads from "
+        "rack A and has registered with the directory as tor-a of /rack-a. With --no-cache the "
+        "directory runs with no ToR registered. Prints the time taken and the JVMs' memory.",
     )
     up.add_argument("--datanodes", type=int, default=3, metavar="N", help="DataNodes (default 3)")
     up.add_argument(
@@ -131,8 +133,10 @@ def register(subparsers: Any) -> None:
         "exec",
         parents=[common],
         help="run a command in a host's namespace with the Hadoop client environment",
-        description="Run CMD inside HOST's namespace with `hdfs` (Hadoop's own tools) on PATH "
-        "and HADOOP_CONF_DIR set, e.g. `torswitch testbed exec c1 -- hdfs dfs -ls /`.",
+        description="Run CMD inside HOST's namespace with `hdfs` (Hadoop's own tools) and "
+        "`torswitch` on PATH, HADOOP_CONF_DIR and TORSWITCH_DIRECTORY set, e.g. `torswitch "
+        "testbed exec c1 -- hdfs dfs -ls /` or `torswitch testbed exec c1 -- torswitch hint "
+        "/data --rack /rack-a --wait`.",
     )
     ex.add_argument("host", metavar="HOST", help="c1, c2, tor-a, core, nn, dn1 ...")
     ex.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD ...")
@@ -212,6 +216,7 @@ def _up(args: argparse.Namespace) -> int:
                     "daemons": [d.__dict__ for d in report.state.daemons],
                     "options": report.state.options,
                     "engine": report.state.engine,
+                    "directory": report.state.directory,
                     "warnings": report.warnings,
                 },
                 indent=2,
@@ -237,6 +242,12 @@ def _up(args: argparse.Namespace) -> int:
             f"ToR tor-a: kernel bridge with the block engine (torswitch run pid "
             f"{engine['supervisor_pid']}), cache {format_size(engine['cache_bytes'])} in "
             f"{engine['cache_dir']}; HDFS reads from rack A are intercepted"
+        )
+    if report.state.directory is not None:
+        print(
+            f"block directory: {report.state.directory['address']} in the NameNode's namespace "
+            f"(pid {report.state.directory['pid']}), "
+            + ("tor-a registered for /rack-a" if engine is not None else "no ToR registered")
         )
     print(f"try: torswitch testbed exec{_flag(instance)} c1 -- hdfs dfs -ls /")
     return 0
@@ -296,6 +307,7 @@ def _status(args: argparse.Namespace) -> int:
                 f"{name:<10}{c['BytesRead']:>14}{c['BlocksRead']:>12}{c['ReadBlockOpNumOps']:>14}"
             )
     print(_engine_line(report.engine))
+    print(_directory_line(report.directory))
     print(f"JVM memory: {format_size(report.jvm_rss_bytes)} RSS; up took {report.ready_seconds} s")
     for problem in report.problems:
         print(f"problem: {problem}", file=sys.stderr)
@@ -323,6 +335,27 @@ def _engine_line(engine: dict[str, Any]) -> str:
         f"engine: pid {pid if pid else '-'} ({engine['phase']}, torswitch run pid "
         f"{engine['supervisor_pid']}, {engine['restarts']} restarts), port "
         f"{engine['listen_port']}, {intercept}"
+    )
+
+
+def _directory_line(directory: dict[str, Any]) -> str:
+    """The status line of the block directory."""
+    if not directory.get("enabled"):
+        return "directory: none"
+    if not directory["running"]:
+        return f"directory: {directory['address']} NOT RUNNING"
+    if directory["error"]:
+        return f"directory: pid {directory['pid']}, {directory['address']}: {directory['error']}"
+    tors = ", ".join(
+        f"{s['switch_id']} {s['rack']} {'live' if s['live'] else 'SILENT'} {s['blocks']} blocks "
+        f"{format_size(s['pinned_bytes'])} pinned of {format_size(s['capacity_bytes'])}"
+        for s in directory["switches"]
+    )
+    return (
+        f"directory: pid {directory['pid']}, {directory['address']} (in "
+        f"{directory['namespace']}), {len(directory['switches'])} ToR(s)"
+        + (f": {tors}" if tors else "")
+        + f"; {directory['plans']} plan(s)"
     )
 
 
@@ -373,6 +406,7 @@ def _down(args: argparse.Namespace) -> int:
             + (f" ({report.jvms_killed} killed)" if report.jvms_killed else "")
             + (f" and {report.other_processes} other process(es)" if report.other_processes else "")
             + (" and the block engine" if report.engine_stopped else "")
+            + (" and the block directory" if report.directory_stopped else "")
             + f", removed {len(report.namespaces_removed)} namespace(s)"
             + (" and the engine's cache" if report.cache_removed else "")
         )

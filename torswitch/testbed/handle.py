@@ -7,7 +7,9 @@ the run directory's launcher) and HADOOP_CONF_DIR pointing at the client configu
 hdfs-native reads as well.
 
 It also controls the ToR's block engine (`torswitch run` in tor-a, testbed.tor): status, stop,
-start, restart, kill, a stand-in in its place, its logs; and freezes DataNode JVMs.
+start, restart, kill, a stand-in in its place, its logs; the block directory (in nn,
+testbed.directory): its address (TORSWITCH_DIRECTORY in the client environment), status,
+stop, start, restart, log; and freezes DataNode JVMs.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from torswitch.testbed import config, hadoop, lifecycle, netns, topology, tor
+from torswitch.testbed import directory as blockdir
 from torswitch.testbed.errors import NotUp, TestbedError
 from torswitch.testbed.jmx import DATANODE_ACTIVITY, JmxReader, read_counters
 from torswitch.testbed.state import INSTANCE_ENV, RunDir, State
@@ -92,13 +95,16 @@ class Testbed:
 
     def client_env(self, host: str, base: Mapping[str, str] | None = None) -> dict[str, str]:
         """Environment for a command on `host`: `base` (default os.environ) plus the Hadoop
-        client settings and the testbed's bin/ first on PATH."""
+        client settings, the testbed's bin/ (hdfs, torswitch) first on PATH and, if the
+        instance runs a block directory, TORSWITCH_DIRECTORY (its host:port)."""
         self.topology.host(host)  # validates the name
         env = dict(os.environ if base is None else base)
         env["PATH"] = f"{self._run.bin_dir}:{env.get('PATH', '/usr/bin:/bin')}"
         env["HADOOP_CONF_DIR"] = str(self.client_conf_dir)
         env[INSTANCE_ENV] = self.instance
         env[HOST_ENV] = host
+        if self.state.directory is not None:
+            env[blockdir.ENV] = str(self.state.directory["address"])
         return env
 
     def argv(self, host: str, command: Sequence[str]) -> list[str]:
@@ -381,6 +387,65 @@ class Testbed:
     def supervisor_log(self) -> str:
         """What `torswitch run` logged: starts, exits, health, interception on/off."""
         return _read(tor.supervisor_log(self._run))
+
+    # ---- the block directory --------------------------------------------------------------
+
+    @property
+    def directory_address(self) -> str | None:
+        """host:port of the block directory (in nn), None if the instance runs none."""
+        return str(self.state.directory["address"]) if self.state.directory else None
+
+    def directory_status(self) -> dict[str, Any]:
+        """The directory as `testbed status` shows it: ``enabled``, ``pid``, ``running``,
+        ``address``, ``switches`` (switch_id, rack, agent_address, live, blocks,
+        capacity_bytes, used_bytes, pinned_bytes), ``plans``, ``error``."""
+        return blockdir.report(self._run, self.topology, self._reload().directory)
+
+    def wait_directory(self, switch: str = blockdir.SWITCH_ID, timeout: float = 60.0) -> None:
+        """Wait until the directory answers and lists `switch` live (""/None: just answers).
+        Raises `NotUp` if it is not running, `StartupFailed` after `timeout` seconds."""
+        state = self._reload()
+        pid = state.directory.get("pid") if state.directory else None
+        if not blockdir.is_directory(self._run, pid):
+            raise NotUp(f"testbed {self.instance!r}: the block directory is not running")
+        assert pid is not None
+        blockdir.wait_ready(self._run, self.topology, pid, switch or "", timeout)
+
+    def stop_directory(self) -> bool:
+        """Stop the block directory (its plans are lost; ToRs keep their cache and pins).
+        Returns whether it was running."""
+        with self._run.lock():
+            state = self._reload()
+            stopped = lifecycle.stop_directory(self._run, state)
+            self.state = state
+            return stopped
+
+    def start_directory(self, wait_switch: str | None = None, timeout: float = 60.0) -> None:
+        """Start the block directory again at the same address and wait until it answers and,
+        unless `wait_switch` is "", lists that ToR (default: tor-a, when the engine runs)
+        live again (registered anew, full block report sent). Raises `TestbedError` if it is
+        already running."""
+        with self._run.lock():
+            state = self._reload()
+            if state.directory and blockdir.is_directory(self._run, state.directory.get("pid")):
+                raise TestbedError(f"testbed {self.instance!r}: the directory is already running")
+            if wait_switch is None:
+                engine = state.engine or {}
+                real = tor.is_supervisor(self._run, engine.get("supervisor_pid")) and not (
+                    engine.get("engine_cmd")
+                )
+                wait_switch = blockdir.SWITCH_ID if real else ""
+            lifecycle.start_directory(self._run, state, self.topology, wait_switch, timeout)
+            self.state = state
+
+    def restart_directory(self, timeout: float = 60.0) -> None:
+        """Stop and start the block directory; returns once the ToR has registered again."""
+        self.stop_directory()
+        self.start_directory(timeout=timeout)
+
+    def directory_log(self) -> str:
+        """Everything the directory wrote (all its restarts)."""
+        return _read(blockdir.log_path(self._run))
 
     # ---- DataNode processes ---------------------------------------------------------------
 

@@ -2,20 +2,23 @@
 
 `up`:  check prerequisites -> namespaces, veths, bridges, uplink shaping -> render configs ->
        format the NameNode -> start the NameNode and all DataNodes (one JVM each, in parallel)
-       -> wait until the NameNode reports every DataNode live and safe mode off -> unless
-       --no-cache, start the ToR's block engine under `torswitch run` and wait until its
-       interception is in place (testbed.tor).
+       -> wait until the NameNode reports every DataNode live and safe mode off -> start the
+       block directory in the NameNode's namespace (testbed.directory) -> unless --no-cache,
+       start the ToR's block engine under `torswitch run`, wait until its interception is in
+       place (testbed.tor) and the ToR has registered with the directory.
        Any failure tears down what was built (logs stay) and raises.
-`down`: stop the ToR's engine supervisor, the testbed's JVMs (found by PID and by command-line
-       marker) and anything else still inside its namespaces, delete the namespaces and the
-       engine's tmpfs cache; no state needed, so it also cleans up after a crashed `up`.
+`down`: stop the ToR's engine supervisor, the block directory, the testbed's JVMs (found by
+       PID and by command-line marker) and anything else still inside its namespaces, delete
+       the namespaces and the engine's tmpfs cache; no state needed, so it also cleans up after a crashed `up`.
        Idempotent.
 """
 
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,6 +28,7 @@ from typing import Any
 from tqdm import tqdm
 
 from torswitch.testbed import config, hadoop, netns, topology, tor
+from torswitch.testbed import directory as blockdir
 from torswitch.testbed.errors import (
     AlreadyUp,
     BadValue,
@@ -153,6 +157,13 @@ def _render(run: RunDir, topo: topology.Topology, opts: UpOptions, java: str, li
         )
     )
     launcher.chmod(0o755)
+    # `torswitch` itself, so `testbed exec c1 -- torswitch hint ...` runs this checkout's.
+    own = run.bin_dir / "torswitch"
+    own.write_text(
+        "#!/bin/sh\n# torswitch of this checkout, written by `torswitch testbed up`.\n"
+        f"exec {shlex.quote(sys.executable)} -m torswitch \"$@\"\n"
+    )
+    own.chmod(0o755)
 
 
 def _daemon_argv(
@@ -253,7 +264,7 @@ def up(
                 f"{len(leftovers)} namespace(s), {len(jvms)} JVM(s)); run "
                 f"`torswitch testbed down --instance {instance}` first"
             )
-        steps = 5 + opts.datanodes + (1 if opts.cache else 0)
+        steps = 6 + opts.datanodes + (1 if opts.cache else 0)
         bar = tqdm(total=steps, desc="network", unit="step", disable=not progress, leave=False)
         started = time.monotonic()
         try:
@@ -358,10 +369,17 @@ def _up_locked(
             done[0] = min(n, want)
 
     _wait_ready(run, state, topo, on_live)
+    bar.set_description("block directory")
+    bar.update(max(0, (bar.total or 0) - (2 if opts.cache else 1) - bar.n))
+    start_directory(run, state, topo)
     if opts.cache:
         bar.set_description("block engine")
-        bar.update(max(0, (bar.total or 0) - 1 - bar.n))
+        bar.update()
         start_engine(run, state, topo, opts.cache_bytes, opts.engine_cmd)
+        if opts.engine_cmd is None:
+            # The engine registers at once; its first full block report follows.
+            assert state.directory is not None
+            blockdir.wait_ready(run, topo, state.directory["pid"], blockdir.SWITCH_ID)
     bar.update((bar.total or 0) - bar.n)
     seconds = time.monotonic() - started
     rss = sum(hadoop.rss_bytes(d.pid) for d in state.daemons)
@@ -385,7 +403,14 @@ def start_engine(
     (the supervisor is then stopped again, its logs kept) if it does not get there in
     `timeout` seconds.
     """
-    tor.write_config(run, cache_bytes)
+    tor.write_config(
+        run,
+        cache_bytes,
+        directory=state.directory["address"] if state.directory else None,
+        rack_hosts=tuple(
+            n for h in topo.by_role("client") for n in (h.name, h.address) if n is not None
+        ),
+    )
     pid = tor.start(run, topo, engine_cmd)
     state.engine = {
         "supervisor_pid": pid,
@@ -399,6 +424,37 @@ def start_engine(
     except BaseException:
         stop_engine(run, state)
         raise
+
+
+def start_directory(
+    run: RunDir,
+    state: State,
+    topo: topology.Topology,
+    wait_switch: str = "",
+    timeout: float = blockdir.START_TIMEOUT_S,
+) -> dict[str, Any]:
+    """Start the block directory in the NameNode's namespace and wait until it answers (and,
+    with `wait_switch`, lists that ToR live). Records it in `state` (saved); returns its Status.
+    Raises `StartupFailed` (the process is stopped again, its log kept)."""
+    pid = blockdir.start(run, topo)
+    state.directory = {"pid": pid, "address": blockdir.address(topo)}
+    run.save(state)
+    try:
+        return blockdir.wait_ready(run, topo, pid, wait_switch, timeout)
+    except BaseException:
+        stop_directory(run, state)
+        raise
+
+
+def stop_directory(run: RunDir, state: State) -> bool:
+    """Stop the block directory (its plans are lost; the ToRs keep their pins). Returns
+    whether it was running."""
+    if state.directory is None:
+        return False
+    was = blockdir.stop(run, state.directory.get("pid"))
+    state.directory["pid"] = None
+    run.save(state)
+    return was
 
 
 def stop_engine(run: RunDir, state: State) -> bool:
@@ -421,6 +477,7 @@ class DownReport:
     other_processes: int = 0
     namespaces_removed: list[str] = field(default_factory=list)
     engine_stopped: bool = False
+    directory_stopped: bool = False
     cache_removed: bool = False
 
     @property
@@ -430,6 +487,7 @@ class DownReport:
             or self.other_processes
             or self.namespaces_removed
             or self.engine_stopped
+            or self.directory_stopped
             or self.cache_removed
         )
 
@@ -443,6 +501,8 @@ def _teardown(instance: str, run: RunDir) -> DownReport:
     if state is not None and state.engine is not None:
         # First, while the DataNodes still run: rules off, engine stopped cleanly.
         report.engine_stopped = tor.stop(run, state.engine.get("supervisor_pid"))
+    if state is not None and state.directory is not None:
+        report.directory_stopped = blockdir.stop(run, state.directory.get("pid"))
     pids: set[int] = set(hadoop.testbed_jvms(instance))
     if state is not None:
         pids |= {d.pid for d in state.daemons if hadoop.is_running(d, instance)}
@@ -514,6 +574,7 @@ class StatusReport:
     jvm_rss_bytes: int
     problems: list[str]
     engine: dict[str, Any] = field(default_factory=lambda: {"enabled": False})
+    directory: dict[str, Any] = field(default_factory=lambda: {"enabled": False})
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -571,6 +632,21 @@ def status(instance: str, *, run: RunDir | None = None) -> StatusReport:
             problems.append(
                 f"the ToR's interception is off (engine {engine['phase']}): reads bypass the cache"
             )
+    directory = blockdir.report(run, topo, state.directory)
+    if directory["enabled"]:
+        if not directory["running"]:
+            problems.append("the block directory (torswitch directory) is not running")
+        elif directory["error"]:
+            problems.append(f"the block directory does not answer: {directory['error']}")
+        elif (
+            engine["enabled"]
+            and engine.get("supervisor_running")
+            and not engine.get("engine_cmd")
+            and not any(
+                s["switch_id"] == blockdir.SWITCH_ID and s["live"] for s in directory["switches"]
+            )
+        ):
+            problems.append(f"{blockdir.SWITCH_ID} is not registered live with the directory")
     shaped = topology.read_shaping(topo)
     uplink = (
         {"shaper": shaped[0], "rate_bps": shaped[1].rate_bps, "delay_ms": shaped[1].delay_ms}
@@ -591,6 +667,7 @@ def status(instance: str, *, run: RunDir | None = None) -> StatusReport:
         jvm_rss_bytes=rss,
         problems=problems,
         engine=engine,
+        directory=directory,
     )
 
 

@@ -7,9 +7,11 @@ Layout of ``run/testbed-<instance>/`` (under the repository; ``run/`` is git-ign
     hosts/<host>      the JVM hosts file of each host (-Djdk.net.hosts.file)
     data/<process>/   NameNode metadata and DataNode block storage
     logs/             one log (log4j) and one .out (stdout/stderr) per daemon; supervisor.log
-                      and engine.log of the ToR's block engine
+                      and engine.log of the ToR's block engine; directory.log
     engine/           the engine's config and its supervisor's status file (testbed.tor)
+    directory/        the block directory's config (testbed.directory)
     bin/hdfs          the Hadoop command launcher that `testbed exec` puts on PATH
+    bin/torswitch     this checkout's torswitch command, also on that PATH
 
 `up` wipes the directory before it starts, keeping the previous run's logs as logs.previous/;
 `down` keeps the logs so a failed run can be read afterwards. A lock file beside the directory serialises `up` and
@@ -86,6 +88,9 @@ class State:
     # supervisor_pid (None while stopped), engine_cmd (None: the real engine), cache_dir,
     # cache_bytes.
     engine: dict[str, Any] | None = None
+    # The block directory (torswitch.testbed.directory), None if the instance has none:
+    # pid (None while stopped), address (host:port).
+    directory: dict[str, Any] | None = None
 
     def to_json(self) -> str:
         """The state as indented JSON."""

@@ -69,9 +69,17 @@ def engine_log(run: RunDir) -> Path:
     return run.log_dir / "engine.log"
 
 
-def config_text(cache: Path, cache_bytes: int, hadoop_conf_dir: Path) -> str:
-    """The engine config a testbed runs with."""
-    return (
+def config_text(
+    cache: Path,
+    cache_bytes: int,
+    hadoop_conf_dir: Path,
+    directory: str | None = None,
+    rack_hosts: tuple[str, ...] = (),
+) -> str:
+    """The engine config a testbed runs with. With `directory` (host:port), the ToR registers
+    there as tor-a of rack A, its agent at the ToR's address, its capacity the cache size, and
+    `rack_hosts` (names and addresses of the rack's hosts) as the hosts it serves."""
+    text = (
         "# Written by `torswitch testbed up`: the block engine of the ToR tor-a.\n"
         "torswitch: 1\n"
         "engine:\n"
@@ -82,15 +90,33 @@ def config_text(cache: Path, cache_bytes: int, hadoop_conf_dir: Path) -> str:
         f"  cache_capacity: {cache_bytes}\n"
         f"  hadoop_conf_dir: {hadoop_conf_dir}\n"
     )
+    if directory:
+        text += (
+            f"  directory: {directory}\n"
+            f"  rack: {topology.RACK_A}\n"
+            f"  switch_id: {topology.TOR}\n"
+            f"  agent_address: {topology.TOR_ADDRESS}:{AGENT_PORT}\n"
+        )
+        if rack_hosts:
+            text += f"  rack_hosts: {','.join(rack_hosts)}\n"
+    return text
 
 
-def write_config(run: RunDir, cache_bytes: int) -> Path:
-    """Write the engine config (and create the cache directory); returns the config path."""
+def write_config(
+    run: RunDir,
+    cache_bytes: int,
+    directory: str | None = None,
+    rack_hosts: tuple[str, ...] = (),
+) -> Path:
+    """Write the engine config (and create the cache directory); returns the config path.
+    `directory`: the block directory to register with (None: none)."""
     cache = cache_dir(run.instance)
     cache.mkdir(mode=0o700, exist_ok=True)
     path = config_path(run)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(config_text(cache, cache_bytes, run.conf_dir("client")))
+    path.write_text(
+        config_text(cache, cache_bytes, run.conf_dir("client"), directory, rack_hosts)
+    )
     return path
 
 
