@@ -96,6 +96,11 @@ def register(subparsers: Any) -> None:
         help="HDFS replication (default 1, so each block has exactly one DataNode)",
     )
     up.add_argument(
+        "--block-tokens",
+        action="store_true",
+        help="DataNodes demand block access tokens (dfs.block.access.token.enable)",
+    )
+    up.add_argument(
         "--tor",
         choices=["kernel"],
         default="kernel",
@@ -196,6 +201,7 @@ def _up(args: argparse.Namespace) -> int:
         delay_ms=args.uplink_delay,
         block_size=args.block_size,
         replication=args.replication,
+        block_tokens=args.block_tokens,
         tor=args.tor,
         cache=args.cache,
         cache_bytes=args.cache_size,

@@ -41,10 +41,12 @@ _PLACEHOLDER = re.compile(r"@([A-Z][A-Z0-9_]*)@")
 
 @dataclass(frozen=True)
 class ClusterSettings:
-    """Cluster-wide values: `block_size` in bytes, `replication` copies per block."""
+    """Cluster-wide values: `block_size` in bytes, `replication` copies per block,
+    `block_tokens`: whether DataNodes demand block access tokens (dfs.block.access.token.enable)."""
 
     block_size: int = 8 << 20
     replication: int = 1
+    block_tokens: bool = False
 
     def validate(self, datanodes: int) -> None:
         """Raise `ConfigError` if HDFS would refuse these values for `datanodes` DataNodes."""
@@ -101,6 +103,7 @@ def process_values(
         "HOST_NAME": host.name,
         "BLOCK_SIZE": str(settings.block_size),
         "REPLICATION": str(settings.replication),
+        "BLOCK_TOKENS": "true" if settings.block_tokens else "false",
         "MIN_DATANODES": str(len(topo.by_role("datanode"))),
         "TOPOLOGY_ENTRIES": topology_entries(topo),
     }

@@ -70,6 +70,7 @@ class UpOptions:
     delay_ms: float = 0.2
     block_size: int = 8 << 20
     replication: int = 1
+    block_tokens: bool = False
     clients: int = topology.DEFAULT_CLIENTS
     tor: str = "kernel"
     cache: bool = True
@@ -131,7 +132,7 @@ def datanode_jmx(topo: topology.Topology, name: str) -> JmxReader:
 def _render(run: RunDir, topo: topology.Topology, opts: UpOptions, java: str, lib: str) -> None:
     """Write every conf dir, hosts file and the hdfs launcher into the run directory."""
     template_dir = repo_root() / "hadoop-conf"
-    settings = config.ClusterSettings(opts.block_size, opts.replication)
+    settings = config.ClusterSettings(opts.block_size, opts.replication, opts.block_tokens)
     conf_root, data_root = run.path / "conf", run.path / "data"
     processes = [(h.name, h) for h in topo.hosts if h.role in ("namenode", "datanode")]
     processes.append(("client", topo.by_role("client")[0]))
@@ -251,7 +252,7 @@ def up(
     run = run or RunDir(instance)
     topo = topology.plan(instance, opts.datanodes, opts.clients)
     opts.validate()
-    config.ClusterSettings(opts.block_size, opts.replication).validate(opts.datanodes)
+    config.ClusterSettings(opts.block_size, opts.replication, opts.block_tokens).validate(opts.datanodes)
     shaping = topology.Shaping(opts.rate_bps, opts.delay_ms)
     topology.shaping_commands(topo, shaping)  # validates before anything is built
     with run.lock():
@@ -298,6 +299,7 @@ def _up_locked(
             "clients": opts.clients,
             "block_size": opts.block_size,
             "replication": opts.replication,
+            "block_tokens": opts.block_tokens,
             "uplink_rate_bps": opts.rate_bps,
             "uplink_delay_ms": opts.delay_ms,
             "tor": opts.tor,
