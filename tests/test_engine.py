@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 from torswitch import checksum
 from torswitch.api.hadoop import datatransfer_pb2 as dt
 from torswitch.api.hadoop import hdfs_pb2 as hdfs
-from torswitch.blockcache import BlockCache
+from torswitch.blockcache import BlockCache, BlockKey
 from torswitch.checksum import ChecksumSpec, ChecksumType
 from torswitch.datatransfer import (
     Data,
@@ -341,4 +341,36 @@ def test_hits_served_in_pieces_are_byte_identical(tmp_path: pathlib.Path,
                 _, _, want, _ = await read_via(dn.port, 1, offset, length, checksums=sums)
                 assert raw == want, (offset, length, sums)
             assert engine.stats.hits == 3
+    run(body())
+
+
+def test_partial_miss_fills_edge_segments_then_hits(tmp_path: pathlib.Path) -> None:
+    async def body() -> None:
+        async with setup(tmp_path) as (dn, engine):
+            # a column-chunk-like read: starts and ends inside 64 KiB segments
+            offset, length = 65536 + 512, 150_000
+            first, resp, raw1, _ = await read_via(engine.port, 2, offset, length)
+            assert resp.status == dt.SUCCESS
+            for _ in range(50):  # the background fill of the two edge segments
+                if not engine._fills and not engine.inflight:
+                    break
+                await asyncio.sleep(0.02)
+            assert engine.stats.segments_cached == 1  # only segment 2 was whole in the reply
+            assert engine.cache.covers(BlockKey(POOL, 2, 1001, BLOCK_LEN), offset, length)
+            reads = len(dn.reads)
+            # the relay, then the two edge segments (not contiguous: two reads)
+            assert dn.reads[1:] == [(2, 65536, 65536), (2, 196608, 65536)]
+            second, _, raw2, _ = await read_via(engine.port, 2, offset, length)
+            assert raw1 == raw2 and first == second
+            assert len(dn.reads) == reads and engine.stats.hits == 1
+            assert engine.stats.bytes_filled > 0
+            # and with sendChecksums=false (nothing verifiable relayed): filled all the same
+            await read_via(engine.port, 3, 1000, 70_000, checksums=False)
+            for _ in range(50):
+                if not engine._fills:
+                    break
+                await asyncio.sleep(0.02)
+            _, _, raw3, _ = await read_via(engine.port, 3, 1000, 70_000, checksums=False)
+            _, _, want3, _ = await read_via(dn.port, 3, 1000, 70_000, checksums=False)
+            assert raw3 == want3 and engine.stats.hits == 2
     run(body())

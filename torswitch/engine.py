@@ -44,6 +44,7 @@ from google.protobuf.message import DecodeError
 
 from torswitch.api.hadoop import datatransfer_pb2 as dt
 from torswitch.blockcache import BlockCache, BlockCacheError, BlockKey, CachedRange
+from torswitch.blockreader import BlockReader, BlockReadError
 from torswitch.checksum import ChecksumError, ChecksumSpec, ChecksumType
 from torswitch.datatransfer import (
     DATA_TRANSFER_VERSION,
@@ -64,6 +65,8 @@ from torswitch.datatransfer import (
     read_block_request,
     read_packet_data_size,
 )
+from torswitch.namenode import Block, DatanodeInfo, LocatedBlock
+from torswitch.prefetcher import fetch_segments
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +92,7 @@ class EngineStats:
     bytes_from_cache: int = 0
     bytes_from_upstream: int = 0
     segments_cached: int = 0
+    bytes_filled: int = 0  # fetched after a miss to complete partly read segments
     single_flight_waits: int = 0
     token_checks: int = 0
     token_rejections: int = 0
@@ -182,6 +186,7 @@ class BlockEngine:
         upstream_timeout_s: float = 30.0,
         destination: Callable[[socket.socket], tuple[str, int]] = original_destination,
         executor: ThreadPoolExecutor | None = None,
+        fill_edges: bool = True,
     ) -> None:
         self.cache = cache
         self.host, self.port = host, port
@@ -196,6 +201,9 @@ class BlockEngine:
         self._tokens_ok: dict[tuple[BlockKey, bytes, bytes], float] = {}
         self._sessions: set[asyncio.Task[None]] = set()
         self.active_relays = 0  # demand misses in progress (the prefetcher yields to them)
+        self.fill_edges = fill_edges
+        self._reader: BlockReader | None = None
+        self._fills: set[asyncio.Task[None]] = set()
 
     @property
     def inflight(self) -> dict[BlockKey, asyncio.Event]:
@@ -210,10 +218,42 @@ class BlockEngine:
         log.info("block engine listening on %s:%d", self.host, self.port)
         return self.port
 
+    def start_fill(self, key: BlockKey, msg: dt.OpReadBlockProto, dst: tuple[str, int],
+                   missing: list[int], event: asyncio.Event) -> None:
+        """Fetch `missing` segments of `key` from `dst` in the background; `event` (the
+        block's single-flight marker, already in the table) is set when done."""
+        if self._reader is None:
+            self._reader = BlockReader(timeout=self.upstream_timeout_s)
+        b = msg.header.baseHeader
+        node = DatanodeInfo(dst[0], dst[0], "", dst[1], 0, 0, "", "NORMAL")
+        located = LocatedBlock(Block(key.pool_id, key.block_id, key.gen_stamp, key.num_bytes), 0,
+                               (node,), False, b.token)
+        reader = self._reader
+
+        async def fill() -> None:
+            try:
+                got = await self._run_cache(fetch_segments, self.cache, reader, located, missing)
+                self.stats.bytes_filled += got
+                self.stats.bytes_from_upstream += got
+            except (BlockReadError, ChecksumError, BlockCacheError, OSError, ValueError) as exc:
+                log.info("filling %s segments %s failed: %s", key, missing, exc)
+            finally:
+                self._inflight.pop(key, None)
+                event.set()
+
+        task = asyncio.get_running_loop().create_task(fill())
+        self._fills.add(task)
+        task.add_done_callback(self._fills.discard)
+
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
+        for task in list(self._fills):
+            task.cancel()
+        await asyncio.gather(*self._fills, return_exceptions=True)
+        if self._reader is not None:
+            self._reader.close()
         for task in list(self._sessions):
             task.cancel()
         await asyncio.gather(*self._sessions, return_exceptions=True)
@@ -541,9 +581,19 @@ class _Session:
                     # The DataNode closed: after an error reply that is the protocol; else the
                     # client sees a cut stream and retries, as it would have without us.
                     return False
+            fill = False
             if collector is not None:
                 await collector.finish()
+                fill = collector.complete  # a whole SUCCESS reply, whatever its checksums
             del ok
+            if fill and owner and engine.fill_edges:
+                # Segments the client's range only partly covered were not kept; fetch them
+                # whole in the background so the same read hits next time. The fill inherits
+                # the single-flight marker: concurrent readers of the block keep waiting.
+                missing = engine.cache.missing_segments(key, msg.offset, msg.len)
+                if missing:
+                    owner = False
+                    engine.start_fill(key, msg, self.dst, missing, event)
             # The DataNode expects the client's status; the client may also abandon the read.
             status = await self._read_status()
             if status is not None:
@@ -595,6 +645,7 @@ class _SegmentCollector:
         self.buf = bytearray()
         self.sums = bytearray()
         self.pending_sums: memoryview | None = None
+        self.complete = False  # the reply ended normally (End seen)
 
     async def take(self, events: list[Any]) -> None:
         for ev in events:
@@ -604,6 +655,8 @@ class _SegmentCollector:
                                          info.checksum.bytesPerChecksum)
                 if self.spec.type is ChecksumType.NULL or self.seg % self.spec.bytes_per_checksum:
                     self.spec = None  # nothing verifiable to keep
+            elif isinstance(ev, End):
+                self.complete = True
             elif isinstance(ev, PacketHeader):
                 pass
             elif isinstance(ev, Checksums):

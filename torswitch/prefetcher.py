@@ -216,44 +216,53 @@ class Prefetcher:
                 fut.set_result(None)
 
     def _fetch_sync(self, lb: LocatedBlock, missing: list[int]) -> int:
-        """Read the missing segments' byte ranges and store each whole segment. Blocking."""
-        key = _key(lb)
-        seg = self.cache.segment_bytes
-        fetched = 0
-        for first, last in _runs(missing):
-            start = first * seg
-            end = min(key.num_bytes, (last + 1) * seg)
-            data = bytearray()
-            sums = bytearray()
-            pos = start
-            index = first
-            spec = None
-            for pkt in self.reader.stream(lb, start, end - start):
-                self.limiter.take(len(pkt.data))
-                spec = pkt.spec
-                bpc = spec.bytes_per_checksum
-                # start is segment- hence chunk-aligned, so packets begin on chunk boundaries
-                data += pkt.data
-                lo_chunk = (pkt.offset - pkt.chunk_offset) // bpc
-                n_chunks = -(-len(pkt.data) // bpc)
-                sums += pkt.checksums[lo_chunk * spec.size : (lo_chunk + n_chunks) * spec.size]
-                fetched += len(pkt.data)
-                while True:
-                    seg_len = min(seg, key.num_bytes - pos)
-                    if len(data) < seg_len or seg_len <= 0:
-                        break
-                    nsums = -(-seg_len // bpc) * spec.size
-                    self.cache.put_segment(key, spec, index, bytes(data[:seg_len]), bytes(sums[:nsums]))
-                    del data[:seg_len]
-                    del sums[:nsums]
-                    pos += seg_len
-                    index += 1
-        return fetched
+        return fetch_segments(self.cache, self.reader, lb, missing, self.limiter.take)
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self.reader.close()
         self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+def fetch_segments(cache: BlockCache, reader: BlockReader, lb: LocatedBlock, missing: list[int],
+                   pace: Callable[[int], None] = lambda n: None) -> int:
+    """Read segments `missing` of a block from its DataNodes and store each one. Blocking.
+
+    Contiguous segments are read in one READ_BLOCK; every packet is verified by the reader and
+    every segment again by the cache. `pace(n)` is called before using n bytes (rate limits).
+    Returns the block bytes read. Raises BlockReadError when no replica could serve a range.
+    """
+    key = _key(lb)
+    seg = cache.segment_bytes
+    fetched = 0
+    for first, last in _runs(missing):
+        start = first * seg
+        end = min(key.num_bytes, (last + 1) * seg)
+        data = bytearray()
+        sums = bytearray()
+        pos = start
+        index = first
+        for pkt in reader.stream(lb, start, end - start):
+            pace(len(pkt.data))
+            spec = pkt.spec
+            bpc = spec.bytes_per_checksum
+            # start is segment- hence chunk-aligned, so packets begin on chunk boundaries
+            data += pkt.data
+            lo_chunk = (pkt.offset - pkt.chunk_offset) // bpc
+            n_chunks = -(-len(pkt.data) // bpc)
+            sums += pkt.checksums[lo_chunk * spec.size : (lo_chunk + n_chunks) * spec.size]
+            fetched += len(pkt.data)
+            while True:
+                seg_len = min(seg, key.num_bytes - pos)
+                if len(data) < seg_len or seg_len <= 0:
+                    break
+                nsums = -(-seg_len // bpc) * spec.size
+                cache.put_segment(key, spec, index, bytes(data[:seg_len]), bytes(sums[:nsums]))
+                del data[:seg_len]
+                del sums[:nsums]
+                pos += seg_len
+                index += 1
+    return fetched
 
 
 def _key(lb: LocatedBlock) -> BlockKey:
