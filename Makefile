@@ -87,10 +87,13 @@ test: build test-c dataplane $(STAMPS)/spark
 
 # ---- the main job ---------------------------------------------------------------------------
 
-demo: build
-	$(VENV)/bin/torswitch demo
+# The README's main command: the iterative-job benchmark on its own testbed instance (pyarrow
+# job by default). The spark extra (pyspark, Hadoop 3.5.0 client) is installed once too, so
+# `torswitch bench iterative --engine spark` works afterwards. `torswitch demo` is the routing
+# demo on memcached and nutcracker.
+demo: build $(STAMPS)/spark
+	$(VENV)/bin/torswitch bench iterative
 
-# pyspark (the spark extra) for the Spark job engine and the tests that run real Spark jobs.
 $(STAMPS)/spark: $(STAMPS)/install
 	$(PIP) install -q -e '.[test,plot,spark]'
 	@touch $@

@@ -1,4 +1,4 @@
-"""`torswitch demo`: the README's main command until the iterative-job benchmark lands.
+"""`torswitch demo`: the routing demo (`make demo` runs `torswitch bench iterative`).
 
 Shows what exists working against real peers: three memcached servers and nutcracker from
 Debian, keys set through nutcracker, and torswitch's ring predicting every key's server; then

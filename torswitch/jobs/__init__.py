@@ -17,6 +17,8 @@ compute host's namespace (`torswitch.jobs.worker`): it starts once (a SparkSessi
 seconds) and then runs one iteration per command on its stdin, answering with one JSON line,
 so that the benchmark can read its counters between iterations and the time it reports per
 iteration is the iteration's alone.
+
+`torswitch.jobs.spark_hint` is the scheduler side: hint a Spark job's input, then run it.
 """
 
 ENGINES: tuple[str, ...] = ("pyarrow", "spark")
