@@ -74,12 +74,6 @@ def test_counters_are_consistent(report: Any) -> None:
     assert report.figures["c_hint_datanode_bytes"] > 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the engine caches only whole 64 KiB segments inside a relayed READ_BLOCK range, and "
-    "Parquet column-chunk reads start and end inside segments: the same ranged re-read misses "
-    "again (torswitch/engine.py, _SegmentSink); a hinted prefetch of whole blocks does hit",
-)
 def test_b_second_iteration_moves_no_datanode_bytes(report: Any) -> None:
     doc = json.loads((Path(report.figures["results_dir"]) / "result.json").read_text())
     second = next(r for r in doc["iterations"] if r["config"] == "b" and r["iteration"] == 2)
