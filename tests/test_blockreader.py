@@ -9,6 +9,7 @@ relay and a stopped DataNode are in integration/test_hdfs_protocol.py.
 from __future__ import annotations
 
 import socket
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -37,7 +38,7 @@ BLOCK = Block("BP-7", 1073741900, 1005, len(CONTENT))
 class Peer:
     """A loopback DataNode serving CONTENT; `mode` says how it misbehaves."""
 
-    mode: str = "ok"  # ok | corrupt | error | close_after_first
+    mode: str = "ok"  # ok | corrupt | error | close_after_first | reset_after_first
     spec: ChecksumSpec = field(default_factory=ChecksumSpec)
     requests: list[tuple[int, int, int]] = field(default_factory=list)  # (conn, offset, len)
     statuses: list[int] = field(default_factory=list)
@@ -88,6 +89,11 @@ class Peer:
                     if isinstance(ev, D.ReadStatus):
                         self.statuses.append(ev.message.status)  # type: ignore[attr-defined]
                         if self.mode == "close_after_first":
+                            return
+                        if self.mode == "reset_after_first":
+                            # close with a reset, as a restarted ToR engine's socket would
+                            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                            struct.pack("ii", 1, 0))
                             return
                     if not isinstance(ev, D.Request):
                         continue
@@ -166,6 +172,17 @@ def test_stale_cached_connection_is_reopened(peers: list[Peer]) -> None:
     peers.append(peer)
     with BlockReader(timeout=5) as r:
         assert r.read(located(peer), 0, 10).data == CONTENT[:10]
+        assert r.read(located(peer), 10, 10).data == CONTENT[10:20]
+        assert r.connections_opened == 2
+    assert [c for c, _, _ in peer.requests] == [1, 2]
+
+
+def test_reset_cached_connection_is_reopened(peers: list[Peer]) -> None:
+    peer = Peer(mode="reset_after_first")
+    peers.append(peer)
+    with BlockReader(timeout=5) as r:
+        assert r.read(located(peer), 0, 10).data == CONTENT[:10]
+        time.sleep(0.2)  # the reset has arrived: the next send on that socket fails
         assert r.read(located(peer), 10, 10).data == CONTENT[10:20]
         assert r.connections_opened == 2
     assert [c for c, _, _ in peer.requests] == [1, 2]

@@ -330,7 +330,14 @@ class BlockReader:
         try:
             sock.settimeout(self.timeout)
             parser = StreamParser(Direction.DATANODE, expect=[(Op.READ_BLOCK, req)])
-            sock.sendall(encode_request(Op.READ_BLOCK, req))
+            try:
+                sock.sendall(encode_request(Op.READ_BLOCK, req))
+            except (BrokenPipeError, ConnectionResetError):
+                # A cached socket whose peer is gone (a DataNode's keepalive ran out, or a ToR
+                # engine restarted) fails on send with a reset: also just stale.
+                if conn.reused:
+                    raise _StaleConnection() from None
+                raise
             got_any = False
             end = offset + length
             spec = ChecksumSpec()
