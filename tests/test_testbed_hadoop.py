@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -116,6 +117,11 @@ def test_find_verify_and_stop_marked_processes() -> None:
     )
     try:
         record = DaemonRecord(name="dn7", host="dn7", main_class="Main", pid=proc.pid)
+        # Popen returns after fork; until the child has exec'd, its cmdline is still ours.
+        deadline = time.monotonic() + 5
+        while marker.encode() not in Path(f"/proc/{proc.pid}/cmdline").read_bytes():
+            assert time.monotonic() < deadline, "the child never exec'd"
+            time.sleep(0.01)
         found = hadoop.testbed_jvms("utest")
         assert found == {proc.pid: "dn7"}
         assert hadoop.is_running(record, "utest")

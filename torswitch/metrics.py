@@ -7,7 +7,7 @@ cache's counters when scraped; nothing is copied on the data path.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from prometheus_client.core import (
@@ -53,6 +53,7 @@ class EngineCollector(Collector):
     def __init__(self, engine: BlockEngine, cache: BlockCache) -> None:
         self.engine = engine
         self.cache = cache
+        self.prefetched_bytes: Callable[[], int] = lambda: 0  # set when a prefetcher runs
         self._hist = {True: [0] * (len(TTFB_BUCKETS_S) + 1), False: [0] * (len(TTFB_BUCKETS_S) + 1)}
         self._sum = {True: 0.0, False: 0.0}
 
@@ -76,6 +77,12 @@ class EngineCollector(Collector):
             value = float(getattr(obj, source[2:]))
             family = CounterMetricFamily if kind == "counter" else GaugeMetricFamily
             yield family(name.removesuffix("_total") if kind == "counter" else name, help_text, value=value)
+        yield CounterMetricFamily("torswitch_engine_prefetched_bytes",
+                                  "Block bytes fetched ahead of demand (hints, torswitch cache "
+                                  "prefetch).", value=float(self.prefetched_bytes()))
+        yield CounterMetricFamily("torswitch_engine_filled_bytes",
+                                  "Block bytes fetched after a miss to complete partly read "
+                                  "segments.", value=float(e.bytes_filled))
         passthrough = CounterMetricFamily("torswitch_engine_passthrough_connections",
                                           "Connections spliced to the DataNode, by reason.",
                                           labels=["reason"])

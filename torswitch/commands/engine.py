@@ -50,8 +50,9 @@ async def serve(config_path: str) -> int:
     engine = BlockEngine(cache, host=cfg.listen_host, port=cfg.listen_port,
                          block_tokens=cfg.block_tokens, cluster_uses_tokens=uses_tokens,
                          upstream_timeout_s=cfg.upstream_timeout_s)
+    collector = EngineCollector(engine, cache)
     if cfg.metrics_port:
-        REGISTRY.register(EngineCollector(engine, cache))
+        REGISTRY.register(collector)
         start_http_server(cfg.metrics_port)
     agent_server = None
     prefetcher = None
@@ -71,6 +72,7 @@ async def serve(config_path: str) -> int:
                                 rate_bytes_per_s=cfg.prefetch_rate_bytes_per_s,
                                 inflight=engine.inflight,
                                 demand_active=lambda: engine.active_relays > 0)
+        collector.prefetched_bytes = lambda: prefetcher.bytes_prefetched if prefetcher else 0
         agent_server, _ = await create_server(f"{cfg.listen_host}:{cfg.agent_port}",
                                               CacheAgentServicer(engine, cache, prefetcher))
     reporter_task = None

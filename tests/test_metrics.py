@@ -1,0 +1,36 @@
+"""torswitch.metrics: every defined metric is exported with the engine's and cache's values."""
+
+from __future__ import annotations
+
+import pathlib
+
+from prometheus_client import CollectorRegistry, generate_latest
+
+from torswitch.blockcache import BlockCache
+from torswitch.engine import BlockEngine
+from torswitch.metrics import METRICS, EngineCollector
+
+
+def test_collector_exports_every_metric(tmp_path: pathlib.Path) -> None:
+    cache = BlockCache(tmp_path / "c", capacity_bytes=4 << 20)
+    engine = BlockEngine(cache)
+    engine.stats.hits = 7
+    engine.stats.passthrough["sasl"] = 2
+    engine.stats.observe_ttfb(True, 0.002)
+    engine.stats.observe_ttfb(False, 0.03)
+    registry = CollectorRegistry()
+    collector = EngineCollector(engine, cache)
+    collector.prefetched_bytes = lambda: 12345
+    registry.register(collector)
+    text = generate_latest(registry).decode()
+    for name, _, _, _ in METRICS:
+        assert f"\n{name} " in text or text.startswith(f"{name} "), name
+    assert "torswitch_engine_hits_total 7.0" in text
+    assert 'torswitch_engine_passthrough_connections_total{reason="sasl"} 2.0' in text
+    assert "torswitch_engine_prefetched_bytes_total 12345.0" in text
+    values = {line.split()[0]: float(line.split()[1]) for line in text.splitlines()
+              if line and not line.startswith("#")}
+    assert values["torswitch_cache_capacity_bytes"] == 4 << 20
+    assert 'torswitch_engine_hit_ttfb_seconds_bucket{le="0.0025"} 1.0' in text
+    assert "torswitch_engine_miss_ttfb_seconds_count 1.0" in text
+    cache.close()
