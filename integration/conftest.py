@@ -5,7 +5,8 @@ ToR running the block engine) for the whole pytest session, started only if a te
 it. Tests that do not use it (memcached, nutcracker) never pay for it.
 
 $TORSWITCH_TEST_ENGINE=0 starts it without the engine (plain switching), =1 with it; unset,
-the engine runs if the `torswitch engine` command exists.
+the engine runs if the `torswitch engine` command exists. $TORSWITCH_TEST_TOR picks the ToR
+mode (`testbed up --tor`): kernel (the default) or dpdk.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ TEST_INSTANCE = "pyt"
 TEST_BLOCK_SIZE = 4 << 20
 TEST_DATANODES = 3
 TEST_ENGINE_ENV = "TORSWITCH_TEST_ENGINE"
+TEST_TOR_ENV = "TORSWITCH_TEST_TOR"
 # Big enough for every test's files; the tmpfs only holds what is cached.
 TEST_CACHE_BYTES = 512 << 20
 
@@ -84,6 +86,7 @@ def _start() -> tuple[str, RunDir, lifecycle.UpReport]:
                     block_size=TEST_BLOCK_SIZE,
                     cache=engine_wanted(),
                     cache_bytes=TEST_CACHE_BYTES,
+                    tor=os.environ.get(TEST_TOR_ENV) or "kernel",
                 ),
                 progress=False,
                 owner_pid=os.getpid(),

@@ -52,7 +52,7 @@ def test_argv_full() -> None:
         assert flag in argv
     vdevs = [argv[i + 1] for i, a in enumerate(argv) if a == "--vdev"]
     assert vdevs == ["net_af_packet0,iface=a", "net_af_packet1,iface=b",
-                     "net_af_packet2,iface=up", "net_tap0,iface=t0"]
+                     "net_af_packet2,iface=up,qdisc_bypass=0", "net_tap0,iface=t0"]
     app = argv[argv.index("--") + 1:]
     assert app[app.index("--uplink") + 1] == "2"
     assert [app[i + 1] for i, a in enumerate(app) if a == "--steer-tcp-port"] == ["9866", "9867"]

@@ -40,7 +40,7 @@ def test_status_of_an_instance_that_is_not_up(capsys: pytest.CaptureFixture[str]
         (["--uplink-delay", "5"], "bad delay"),
         (["--block-size", "lots"], "bad size"),
         (["--cache-size", "lots"], "bad size"),
-        (["--tor", "dpdk"], "invalid choice"),
+        (["--tor", "ovs"], "invalid choice"),
     ],
 )
 def test_up_rejects_bad_values_before_doing_anything(
@@ -61,6 +61,7 @@ def test_up_rejects_bad_values_before_doing_anything(
         (["--datanodes", "0"], "--datanodes"),
         (["--cache-size", "100k"], "--cache-size"),
         (["--instance", "Bad-Name"], "instance name"),
+        (["--tor", "dpdk", "--no-cache"], "no --no-cache"),
     ],
 )
 def test_up_rejects_bad_combinations(

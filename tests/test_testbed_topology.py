@@ -94,7 +94,19 @@ def test_build_commands_order_and_offload() -> None:
 
 def test_unknown_tor_mode() -> None:
     with pytest.raises(BadValue, match="ToR mode"):
-        topology.build_commands(topology.plan("tsw"), tor_mode="dpdk")
+        topology.build_commands(topology.plan("tsw"), tor_mode="ovs")
+
+
+def test_dpdk_mode_leaves_the_tor_ports_to_the_data_plane() -> None:
+    cmds = topology.build_commands(topology.plan("tsw", datanodes=1), tor_mode="dpdk")
+    tor = [a for a in cmds if a[:3] == ["ip", "-n", "tsw-tor-a"]]
+    assert not any("master" in a or "bridge" in a or "addr" in a for a in tor)
+    ports = [a for a in tor if a[3:5] == ["link", "set"] and a[5] != "lo"]
+    assert [a[5] for a in ports] == ["c1", "c2", "uplink"]
+    assert all(a[6:] == ["arp", "off", "up"] for a in ports)
+    # Hosts still send complete TCP checksums (tor-interception.md B.4).
+    offloads = [a for a in cmds if "ethtool" in a]
+    assert {a[3] for a in offloads} == {"tsw-c1", "tsw-c2", "tsw-nn", "tsw-dn1"}
 
 
 def test_shaping_commands_cover_both_uplink_ends() -> None:

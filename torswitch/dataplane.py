@@ -71,6 +71,9 @@ class DataplaneConfig:
     stats_interval_ms: period of the stats file, in milliseconds.
     no_backoff: busy-poll even when idle (benchmarks only: it burns a whole core).
     steering: whether steering starts on (a supervisor with a health check starts it off).
+    tap_mac: the tap's MAC, or "fixed" for net_tap's fixed one; None lets net_tap pick a random
+      one at each start (a supervisor that restarts the data plane wants it stable, or the
+      rack's ARP caches point at a MAC that no longer exists).
     """
 
     rack_ifaces: Sequence[str]
@@ -86,6 +89,7 @@ class DataplaneConfig:
     steering: bool = True
     binary: Path = DEFAULT_BINARY
     file_prefix: str = "tsw-dp"
+    tap_mac: str | None = None
 
     def __post_init__(self) -> None:
         if not self.rack_ifaces:
@@ -141,9 +145,17 @@ def build_argv(config: DataplaneConfig, stats_file: Path,
     if config.uplink_iface is not None:
         ifaces.append(config.uplink_iface)
     for i, iface in enumerate(ifaces):
-        argv += ["--vdev", f"net_af_packet{i},iface={iface}"]
+        vdev = f"net_af_packet{i},iface={iface}"
+        if i == len(config.rack_ifaces):
+            # The uplink goes through its qdisc (af_packet bypasses it by default), so tc
+            # shaping on it, like the testbed's oversubscribed uplink, still applies.
+            vdev += ",qdisc_bypass=0"
+        argv += ["--vdev", vdev]
     if config.tap_iface is not None:
-        argv += ["--vdev", f"net_tap0,iface={config.tap_iface}"]
+        tap = f"net_tap0,iface={config.tap_iface}"
+        if config.tap_mac is not None:
+            tap += f",mac={config.tap_mac}"
+        argv += ["--vdev", tap]
     argv += ["--", "--stats-file", str(stats_file),
              "--stats-interval-ms", str(config.stats_interval_ms)]
     if config.uplink_iface is not None:
@@ -422,11 +434,13 @@ class Dataplane:
     health: a probe of the block engine (see tcp_probe). When given, the process starts with
     steering off and a HealthChecker turns it on only while the probe succeeds (fail-open).
     start_health_check()/stop_health_check() attach and detach one at run time.
+    wrapper: a command prefix that execs the rest (e.g. setpriv --pdeathsig TERM --, so the
+    process dies with its supervisor).
     """
 
     def __init__(self, config: DataplaneConfig, workdir: Path | None = None,
                  health: Callable[[], bool] | None = None,
-                 health_interval: float = 0.5) -> None:
+                 health_interval: float = 0.5, wrapper: Sequence[str] = ()) -> None:
         if health is not None:
             config = dataclasses.replace(config, steering=False)
         self.config = config
@@ -439,6 +453,7 @@ class Dataplane:
         self._control: ControlClient | None = None
         self._health = health
         self._health_interval = health_interval
+        self._wrapper = list(wrapper)
         self.health: HealthChecker | None = None
 
     def __enter__(self) -> Self:
@@ -463,8 +478,9 @@ class Dataplane:
         if not os.access(self.config.binary, os.X_OK):
             raise DataplaneError(f"{self.config.binary} not built (run `make dataplane`)")
         self.stats_file.unlink(missing_ok=True)
-        argv = build_argv(self.config, self.stats_file, self.control_path)
-        with open(self.log_file, "wb") as log:
+        argv = [*self._wrapper, *build_argv(self.config, self.stats_file, self.control_path)]
+        # Appended to: a supervisor that restarts the process keeps every run's output.
+        with open(self.log_file, "ab") as log:
             log.write(("$ " + " ".join(argv) + "\n").encode())
             log.flush()
             self._proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,

@@ -30,6 +30,11 @@ On SIGTERM (`stop`) the supervisor removes the interception first, then stops th
 (SIGTERM, SIGKILL after a grace period), so no new connection is sent to an engine on its way
 out.
 
+In DPDK mode (torswitch.tor_dpdk) the supervisor also owns the data plane, through a
+`Companion`: polled at every step (it restarts a data plane that died), its state in the
+status file, stopped last on shutdown (after the engine: rack traffic keeps flowing to the
+DataNodes until the very end).
+
 The supervisor is a single thread; `stop` may be called from a signal handler or another
 thread. Its state is also written, on every change, to a JSON status file that `torswitch
 testbed status` and the tests read.
@@ -64,6 +69,16 @@ class Interception(Protocol):
     def renew(self) -> object: ...
 
     def remove(self) -> None: ...
+
+
+class Companion(Protocol):
+    """A process the supervisor keeps alongside the engine (the DPDK data plane)."""
+
+    def poll(self) -> None: ...
+
+    def status(self) -> dict[str, Any]: ...
+
+    def stop(self) -> None: ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,6 +153,7 @@ class Supervisor:
     `eof_probe`). interception: None supervises without intercepting. engine_log: file the
     engine's stdout and stderr are appended to (None: inherit ours). status_file: JSON state,
     rewritten atomically on every change. env: the engine's environment (None: ours).
+    companion: polled every step, reported under "dataplane", stopped last (DPDK mode).
     """
 
     def __init__(
@@ -151,6 +167,7 @@ class Supervisor:
         status_file: Path | None = None,
         env: Mapping[str, str] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        companion: Companion | None = None,
     ) -> None:
         if not engine_argv:
             raise ValueError("no engine command")
@@ -162,6 +179,7 @@ class Supervisor:
         self.status_file = status_file
         self.env = dict(env) if env is not None else None
         self.clock = clock
+        self.companion = companion
         self.restarts = 0
         self.starts = 0
         self.last_exit: int | None = None
@@ -209,6 +227,8 @@ class Supervisor:
 
     def step(self) -> None:
         """One round: start a due engine, notice an exit, probe, switch the interception."""
+        if self.companion is not None:
+            self.companion.poll()
         now = self.clock()
         proc = self._proc
         if proc is None:
@@ -387,6 +407,8 @@ class Supervisor:
             else:
                 ok = False
         self._stop_engine()
+        if self.companion is not None:
+            self.companion.stop()
         self.healthy = None
         self._write_status(stopped=True)
         log.info("supervisor stopped")
@@ -402,7 +424,9 @@ class Supervisor:
             phase = "starting"
         else:
             phase = "healthy" if self.healthy else "unhealthy"
+        extra = {"dataplane": self.companion.status()} if self.companion is not None else {}
         return {
+            **extra,
             "supervisor_pid": os.getpid(),
             "engine_pid": self.engine_pid,
             "engine_argv": self.engine_argv,

@@ -11,6 +11,13 @@ default br0): new connections from its rack ports (every port but the uplink, un
 --rack-port names them) to the DataNode transfer port of the config's hadoop_conf_dir
 (dfs.datanode.address, 9866 by default) are redirected to the engine's listen port.
 
+--dataplane is the DPDK-mode ToR (torswitch.tor_dpdk): no bridge; this command also runs the
+data plane (native/dataplane) on the namespace's ports (--rack-port, default every Ethernet
+port but the uplink; --uplink, default uplink), with a tap port (--tap) holding the ToR's
+address (--tap-address, e.g. 198.18.1.1/16). Rack TCP to the transfer port is steered to the
+tap and redirected there to the engine, only while the engine is healthy; a data plane that
+dies is restarted. Its files (stats, control socket, log) go to --dataplane-dir.
+
 --namespace-mode is for a ToR that is a network namespace, as in the testbed
 (``ip netns exec <instance>-tor-a torswitch run ...``): the command then refuses to start
 outside a named network namespace (one of ``ip netns list``), so it can never change the
@@ -59,6 +66,31 @@ def register(subparsers: Any) -> None:
         dest="uplinks",
         metavar="IF",
         help="an uplink port of the bridge, never intercepted; repeatable (default: uplink)",
+    )
+    parser.add_argument(
+        "--dataplane",
+        action="store_true",
+        help="DPDK-mode ToR: run the data plane too, steer HDFS reads to a tap (no bridge)",
+    )
+    parser.add_argument(
+        "--tap",
+        default="tswtap0",
+        metavar="IF",
+        help="--dataplane: the tap interface the data plane creates here (tswtap0)",
+    )
+    parser.add_argument(
+        "--tap-address",
+        metavar="CIDR",
+        help="--dataplane: the ToR's address on the tap, e.g. 198.18.1.1/16 (required)",
+    )
+    parser.add_argument(
+        "--dataplane-dir",
+        type=Path,
+        metavar="DIR",
+        help="--dataplane: its stats file, control socket and log (default: a temporary dir)",
+    )
+    parser.add_argument(
+        "--dataplane-binary", type=Path, metavar="PATH", help="--dataplane: tsw-dataplane to run"
     )
     parser.add_argument(
         "--no-intercept", action="store_true", help="supervise the engine without interception"
@@ -110,11 +142,14 @@ def run(args: argparse.Namespace) -> int:
         if isinstance(exc, TorswitchError):
             raise
         raise TorswitchError(f"interception: {exc}") from None
-    interceptor = (
-        None
-        if args.no_intercept
-        else Interceptor(spec, allow_host_namespace=not args.namespace_mode)
-    )
+    keeper = None
+    interceptor: Any = None
+    if args.dataplane:
+        keeper, interceptor = _dataplane_mode(args, spec)
+        if args.no_intercept:
+            interceptor = None
+    elif not args.no_intercept:
+        interceptor = Interceptor(spec, allow_host_namespace=not args.namespace_mode)
     if args.engine_cmd:
         argv = shlex.split(args.engine_cmd)
     else:
@@ -142,6 +177,7 @@ def run(args: argparse.Namespace) -> int:
         timing,
         engine_log=args.engine_log,
         status_file=args.status_file,
+        companion=keeper,
     )
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -150,4 +186,62 @@ def run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    if keeper is not None:
+        try:
+            keeper.start()  # before the supervisor: its first act is steering off
+        except BaseException:
+            keeper.stop()
+            raise
     return supervisor.run()
+
+
+def _dataplane_mode(args: argparse.Namespace, spec: Any) -> tuple[Any, Any]:
+    """The data plane's keeper and the steering interception for --dataplane.
+
+    Raises TorswitchError for missing or bad options.
+    """
+    import ipaddress
+    import tempfile
+
+    from torswitch.dataplane import DEFAULT_BINARY, DataplaneConfig
+    from torswitch.interception import current_namespace_name
+    from torswitch.supervisor import _die_with_parent
+    from torswitch.tor_dpdk import (
+        DataplaneKeeper,
+        SteeringInterception,
+        TapRedirect,
+        discover_ports,
+    )
+
+    if not args.tap_address:
+        raise TorswitchError("--dataplane needs --tap-address (the ToR's address, e.g. 198.18.1.1/16)")
+    try:
+        ipaddress.IPv4Interface(args.tap_address)
+    except ValueError:
+        raise TorswitchError(f"--tap-address {args.tap_address!r} is not IPv4 ADDRESS/PREFIX") from None
+    uplinks = tuple(args.uplinks) if args.uplinks else ("uplink",)
+    if len(uplinks) != 1:
+        raise TorswitchError("--dataplane takes exactly one --uplink")
+    rack = list(args.rack_ports) if args.rack_ports else discover_ports([*uplinks, args.tap])
+    if not rack:
+        raise TorswitchError("--dataplane: no rack ports (give --rack-port)")
+    namespace = current_namespace_name()
+    try:
+        config = DataplaneConfig(
+            rack_ifaces=rack,
+            uplink_iface=uplinks[0],
+            tap_iface=args.tap,
+            tap_mac="fixed",
+            steer_tcp_ports=spec.transfer_ports,
+            steering=False,
+            binary=args.dataplane_binary or DEFAULT_BINARY,
+            # One EAL runtime directory per ToR namespace: several testbeds side by side.
+            file_prefix=f"tsw-dp-{namespace}" if namespace else "tsw-dp",
+        )
+    except ValueError as exc:
+        raise TorswitchError(f"--dataplane: {exc}") from None
+    workdir = args.dataplane_dir or Path(tempfile.mkdtemp(prefix="tsw-dp-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    keeper = DataplaneKeeper(config, workdir, args.tap_address, wrapper=_die_with_parent())
+    redirect = TapRedirect(args.tap, spec.transfer_ports, spec.engine_port, spec.engine_address)
+    return keeper, SteeringInterception(keeper, redirect)

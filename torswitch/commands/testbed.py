@@ -102,10 +102,11 @@ def register(subparsers: Any) -> None:
     )
     up.add_argument(
         "--tor",
-        choices=["kernel"],
+        choices=["kernel", "dpdk"],
         default="kernel",
         help="ToR mode: kernel = Linux bridge, with the block engine and its nftables "
-        "interception unless --no-cache (default kernel)",
+        "interception unless --no-cache; dpdk = the DPDK data plane (af_packet ports, a tap "
+        "holding 198.18.1.1) steering HDFS reads to the engine, which it needs (default kernel)",
     )
     up.add_argument(
         "--no-cache",
@@ -241,11 +242,12 @@ def _up(args: argparse.Namespace) -> int:
         f"JVM memory: {format_size(report.jvm_rss_bytes)} RSS in {len(report.state.daemons)} JVMs"
     )
     engine = report.state.engine
+    switch = "DPDK data plane" if opts.tor == "dpdk" else "kernel bridge"
     if engine is None:
-        print("ToR tor-a: kernel bridge, no block engine (plain switching)")
+        print(f"ToR tor-a: {switch}, no block engine (plain switching)")
     else:
         print(
-            f"ToR tor-a: kernel bridge with the block engine (torswitch run pid "
+            f"ToR tor-a: {switch} with the block engine (torswitch run pid "
             f"{engine['supervisor_pid']}), cache {format_size(engine['cache_bytes'])} in "
             f"{engine['cache_dir']}; HDFS reads from rack A are intercepted"
         )
@@ -313,6 +315,8 @@ def _status(args: argparse.Namespace) -> int:
                 f"{name:<10}{c['BytesRead']:>14}{c['BlocksRead']:>12}{c['ReadBlockOpNumOps']:>14}"
             )
     print(_engine_line(report.engine))
+    if "dataplane" in report.engine:
+        print(_dataplane_line(report.engine["dataplane"]))
     print(_directory_line(report.directory))
     print(f"JVM memory: {format_size(report.jvm_rss_bytes)} RSS; up took {report.ready_seconds} s")
     for problem in report.problems:
@@ -342,6 +346,20 @@ def _engine_line(engine: dict[str, Any]) -> str:
         f"{engine['supervisor_pid']}, {engine['restarts']} restarts), port "
         f"{engine['listen_port']}, {intercept}"
     )
+
+
+def _dataplane_line(dp: dict[str, Any]) -> str:
+    """The status lines of the ToR's DPDK data plane: PID, restarts, per-port counters."""
+    if not dp.get("pid"):
+        return "data plane: NOT RUNNING"
+    lines = [f"data plane: pid {dp['pid']} ({dp['restarts']} restarts)"]
+    for name, c in dp["ports"].items():
+        lines.append(
+            f"  {name:<9} rx {c.get('rx_packets', 0):>10} tx {c.get('tx_packets', 0):>10} "
+            f"steered {c.get('steered', 0):>8} dropped {c.get('tx_dropped', 0):>6} "
+            f"malformed {c.get('rx_l3_malformed', 0):>5}"
+        )
+    return "\n".join(lines)
 
 
 def _directory_line(directory: dict[str, Any]) -> str:

@@ -279,7 +279,8 @@ class Testbed:
         ``interception`` as nft reports it in tor-a (``installed``, ``active``,
         ``leased_ports``, ``flows``, ``counters`` with ``redirect``: connections sent to the
         engine so far)."""
-        return tor.report(self._run, self.topology, self._reload().engine)
+        state = self._reload()
+        return tor.report(self._run, self.topology, state.engine, lifecycle.tor_mode(state))
 
     def wait_engine(self, intercepting: bool = True, timeout: float = 30.0) -> dict[str, Any]:
         """Wait until the interception is on (the engine healthy) or, with False, off.

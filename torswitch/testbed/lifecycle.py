@@ -52,15 +52,16 @@ from torswitch.testbed.units import format_rate
 
 READY_TIMEOUT_S = 180.0
 FORMAT_TIMEOUT_S = 120.0
-#: ToR modes of `up --tor` (topology.TOR_MODES has the network side of each).
-TOR_CHOICES = ("kernel",)
+#: ToR modes of `up --tor` (topology.TOR_MODES has the network side of each). kernel: a Linux
+#: bridge with nftables interception; dpdk: the DPDK data plane steering to a tap.
+TOR_CHOICES = ("kernel", "dpdk")
 
 
 @dataclass(frozen=True)
 class UpOptions:
     """What `up` builds. `rate_bps` in bit/s, `delay_ms` one-way in ms, `block_size` bytes.
 
-    `tor`: the ToR mode (kernel). `cache`: run the block engine in the ToR (False: plain
+    `tor`: the ToR mode (kernel, dpdk). `cache`: run the block engine in the ToR (False: plain
     switching); `cache_bytes`: its capacity. `engine_cmd`: a stand-in for the engine, in shell
     syntax (tests); None runs `torswitch engine`.
     """
@@ -81,6 +82,9 @@ class UpOptions:
         """Raise `BadValue` for a ToR mode or cache size `up` cannot build."""
         if self.tor not in TOR_CHOICES:
             raise BadValue(f"unknown ToR mode {self.tor!r} (known: {', '.join(TOR_CHOICES)})")
+        if self.tor == "dpdk" and not self.cache:
+            # `torswitch run --dataplane` runs the data plane and the engine together.
+            raise BadValue("--tor dpdk runs the data plane beside the block engine: no --no-cache")
         if self.cache and self.cache_bytes < (1 << 20):
             raise BadValue(f"--cache-size {self.cache_bytes} B is below the minimum of 1 MiB")
 
@@ -391,6 +395,11 @@ def _up_locked(
     return UpReport(state=state, seconds=seconds, jvm_rss_bytes=rss, warnings=warnings)
 
 
+def tor_mode(state: State) -> str:
+    """The ToR mode a state file records (kernel for states written before there were two)."""
+    return str(state.options.get("tor", "kernel"))
+
+
 def start_engine(
     run: RunDir,
     state: State,
@@ -399,7 +408,8 @@ def start_engine(
     engine_cmd: str | None = None,
     timeout: float = tor.START_TIMEOUT_S,
 ) -> dict[str, Any]:
-    """Start the ToR's engine supervisor and wait until its interception is on.
+    """Start the ToR's engine supervisor and wait until its interception is on. In dpdk mode
+    the supervisor also runs the data plane, so the ToR switches nothing while it is stopped.
 
     Records it in `state` (saved). Returns the supervisor's status. Raises `StartupFailed`
     (the supervisor is then stopped again, its logs kept) if it does not get there in
@@ -413,7 +423,8 @@ def start_engine(
             n for h in topo.by_role("client") for n in (h.name, h.address) if n is not None
         ),
     )
-    pid = tor.start(run, topo, engine_cmd)
+    mode = tor_mode(state)
+    pid = tor.start(run, topo, engine_cmd, mode)
     state.engine = {
         "supervisor_pid": pid,
         "engine_cmd": engine_cmd,
@@ -422,7 +433,7 @@ def start_engine(
     }
     run.save(state)
     try:
-        return tor.wait_intercepting(run, topo, pid, timeout=timeout)
+        return tor.wait_intercepting(run, topo, pid, timeout=timeout, mode=mode)
     except BaseException:
         stop_engine(run, state)
         raise
@@ -519,6 +530,8 @@ def _teardown(instance: str, run: RunDir) -> DownReport:
     for ns in namespaces:
         netns.delete(ns)
         report.namespaces_removed.append(ns)
+    # A data plane that was killed (not stopped) leaves its EAL runtime directory.
+    tor.remove_eal_runtime(topology.plan(instance))
     left = topology.instance_namespaces(instance)
     if left:
         raise TestbedError(f"could not remove namespace(s) {', '.join(left)}")
@@ -626,8 +639,10 @@ def status(instance: str, *, run: RunDir | None = None) -> StatusReport:
             reads[dn.name] = read_counters(datanode_jmx(topo, dn.name).bean(DATANODE_ACTIVITY))
         except (JmxError, FileNotFoundError) as exc:
             problems.append(f"{dn.name} JMX unreachable: {exc}")
-    engine = tor.report(run, topo, state.engine)
+    engine = tor.report(run, topo, state.engine, tor_mode(state))
     if engine["enabled"]:
+        if "dataplane" in engine and not engine["dataplane"]["pid"]:
+            problems.append("the ToR's data plane is not running: the rack is cut off")
         if not engine["supervisor_running"]:
             problems.append("the ToR's engine supervisor (torswitch run) is not running")
         elif not engine["interception"]["active"]:

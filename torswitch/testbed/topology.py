@@ -24,8 +24,9 @@ uplink.
 
 The ToR namespace keeps its ports separate (one per rack host, plus ``uplink``); how they are
 joined is the ToR mode. The kernel mode bridges them; the block engine's nftables interception
-goes on top of that bridge (testbed.tor). A DPDK mode would leave the ports unbridged for the
-data plane to own.
+goes on top of that bridge (testbed.tor). The DPDK mode leaves the ports unbridged and
+without addresses for the data plane to own; its tap port holds the ToR's address
+(testbed.tor starts it).
 
 The uplink is shaped on both of its ends, so reads (core to rack A) and writes (rack A to core)
 both see the oversubscribed link: with netem (rate and one-way delay) where the kernel has it,
@@ -246,11 +247,29 @@ def _kernel_bridge_commands(topo: Topology) -> list[list[str]]:
     return cmds
 
 
+def _dpdk_port_commands(topo: Topology) -> list[list[str]]:
+    """DPDK ToR mode: the ToR's ports up, unbridged and address-less; the data plane owns them.
+
+    ARP is off on them: the ToR's address lives on the data plane's tap, and the kernel would
+    otherwise answer the rack's ARP requests for it on every port with that port's own MAC.
+    """
+    ns = topo.host(TOR).namespace
+    return [
+        ["ip", "-n", ns, "link", "set", port, "arp", "off", "up"]
+        for port in [*topo.tor_rack_ports, UPLINK_TOR_PORT]
+    ]
+
+
 # How the ToR's ports are joined. "kernel" (the kernel-mode ToR, `testbed up --tor kernel`)
 # is a plain bridge as far as the network is concerned: the block engine and its nftables
 # interception are started on top of it afterwards (testbed.tor). "bridge" is the same network
-# under its original name.
-TOR_MODES = {"kernel": _kernel_bridge_commands, "bridge": _kernel_bridge_commands}
+# under its original name. "dpdk" leaves the ports to the data plane (`torswitch run
+# --dataplane`, started by testbed.tor), so nothing is switched until it runs.
+TOR_MODES = {
+    "kernel": _kernel_bridge_commands,
+    "bridge": _kernel_bridge_commands,
+    "dpdk": _dpdk_port_commands,
+}
 
 
 def build_commands(topo: Topology, tor_mode: str = "bridge") -> list[list[str]]:

@@ -15,6 +15,15 @@ Files::
     run/testbed-<instance>/logs/engine.log      the engine's own output, all restarts
     /dev/shm/torswitch-<instance>/              the cache (LMDB on tmpfs)
 
+With ``--tor dpdk`` the ToR namespace has no bridge, and the same supervisor runs with
+``--dataplane``: it also runs the DPDK data plane on the ToR's ports (c1, c2 .., uplink), with
+a tap ``tswtap0`` holding the ToR's address 198.18.1.1, and switches the data plane's steering
+with the engine's health (torswitch.tor_dpdk). Its files::
+
+    run/testbed-<instance>/dataplane/stats.prom     counters (rewritten every 200 ms)
+    run/testbed-<instance>/dataplane/control.sock   the control channel (protocol v1)
+    run/testbed-<instance>/dataplane/dataplane.log  the data plane's output, all restarts
+
 The state file records the supervisor's PID under ``engine``; the supervisor is recognised by
 that PID together with its status-file path on its command line, never by a broad name.
 """
@@ -30,10 +39,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from torswitch.dataplane import ControlClient, DataplaneError, parse_counters
 from torswitch.interception import InterceptionError, Interceptor, InterceptSpec, InterceptState
 from torswitch.testbed import hadoop, netns, topology
 from torswitch.testbed.errors import StartupFailed
 from torswitch.testbed.state import RunDir
+from torswitch.tor_dpdk import DEFAULT_TAP, redirect_counter
 
 ENGINE_PORT = 19866
 AGENT_PORT = 19867  # the cache agent's gRPC (torswitch cache --agent 198.18.1.1:19867)
@@ -42,6 +53,7 @@ DEFAULT_CACHE_BYTES = 1 << 30
 SHM_DIR = Path("/dev/shm")
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 10.0
+DPDK_RUNTIME = Path("/var/run/dpdk")
 
 
 def cache_dir(instance: str) -> Path:
@@ -59,6 +71,25 @@ def config_path(run: RunDir) -> Path:
 
 def status_path(run: RunDir) -> Path:
     return engine_dir(run) / "status.json"
+
+
+def dataplane_dir(run: RunDir) -> Path:
+    return run.path / "dataplane"
+
+
+def eal_prefix(topo: topology.Topology) -> str:
+    """The EAL file prefix `torswitch run --dataplane` uses in this testbed's ToR."""
+    return f"tsw-dp-{topo.host(topology.TOR).namespace}"
+
+
+def remove_eal_runtime(topo: topology.Topology) -> bool:
+    """Remove the data plane's EAL runtime directory if one was left behind (it is empty when
+    the process is gone); returns whether there was one."""
+    path = DPDK_RUNTIME / eal_prefix(topo)
+    if not path.exists():
+        return False
+    shutil.rmtree(path, ignore_errors=True)
+    return True
 
 
 def supervisor_log(run: RunDir) -> Path:
@@ -120,8 +151,14 @@ def write_config(
     return path
 
 
-def supervisor_argv(run: RunDir, engine_cmd: str | None = None) -> list[str]:
-    """`torswitch run` for the ToR; `engine_cmd` replaces the engine (tests: a stand-in)."""
+def supervisor_argv(
+    run: RunDir,
+    engine_cmd: str | None = None,
+    mode: str = "kernel",
+    topo: topology.Topology | None = None,
+) -> list[str]:
+    """`torswitch run` for the ToR; `engine_cmd` replaces the engine (tests: a stand-in).
+    `mode` dpdk adds the data plane on `topo`'s ToR ports."""
     argv = [
         sys.executable,
         "-m",
@@ -137,10 +174,27 @@ def supervisor_argv(run: RunDir, engine_cmd: str | None = None) -> list[str]:
     ]
     if engine_cmd is not None:
         argv += ["--engine-cmd", engine_cmd]
+    if mode == "dpdk":
+        assert topo is not None
+        argv += [
+            "--dataplane",
+            "--tap",
+            DEFAULT_TAP,
+            "--tap-address",
+            f"{topology.TOR_ADDRESS}/{topology.SEGMENT_PREFIX_LEN}",
+            "--dataplane-dir",
+            str(dataplane_dir(run)),
+            "--uplink",
+            topology.UPLINK_TOR_PORT,
+        ]
+        for port in topo.tor_rack_ports:
+            argv += ["--rack-port", port]
     return argv
 
 
-def start(run: RunDir, topo: topology.Topology, engine_cmd: str | None = None) -> int:
+def start(
+    run: RunDir, topo: topology.Topology, engine_cmd: str | None = None, mode: str = "kernel"
+) -> int:
     """Start the supervisor in the ToR namespace; returns its PID (not waiting for health).
 
     Raises `StartupFailed` if it cannot be started.
@@ -150,7 +204,7 @@ def start(run: RunDir, topo: topology.Topology, engine_cmd: str | None = None) -
     with open(supervisor_log(run), "ab") as out:
         try:
             proc = subprocess.Popen(
-                netns.exec_argv(ns, supervisor_argv(run, engine_cmd)),
+                netns.exec_argv(ns, supervisor_argv(run, engine_cmd, mode, topo)),
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -200,12 +254,41 @@ def engine_pid(run: RunDir, supervisor_pid: int | None) -> int | None:
     return pid if parent == supervisor_pid else None
 
 
-def interception_state(topo: topology.Topology) -> InterceptState:
-    """What nft shows in the ToR namespace (an empty state if it cannot be read)."""
+def interception_state(
+    topo: topology.Topology, mode: str = "kernel", run: RunDir | None = None
+) -> InterceptState:
+    """What nft shows in the ToR namespace (an empty state if it cannot be read). In dpdk
+    mode: the tap redirect, active while the data plane steers (leased_ports: its rack ports
+    then; counters: redirect)."""
+    if mode == "dpdk":
+        return _dpdk_interception_state(topo, run or RunDir(topo.instance))
     try:
         return Interceptor(InterceptSpec(), namespace=topo.host(topology.TOR).namespace).state()
     except InterceptionError:
         return InterceptState()
+
+
+def _dpdk_interception_state(topo: topology.Topology, run: RunDir) -> InterceptState:
+    ns = topo.host(topology.TOR).namespace
+    state = InterceptState()
+    proc = netns.run(["nft", "-j", "list", "ruleset"], ns=ns, check=False)
+    redirected = redirect_counter(proc.stdout) if proc.returncode == 0 else None
+    if redirected is None:
+        return state
+    state.installed = True
+    state.counters["redirect"] = redirected
+    if dataplane_steering(run):
+        state.leased_ports = sorted(topo.tor_rack_ports)
+    return state
+
+
+def dataplane_steering(run: RunDir) -> bool:
+    """Whether the ToR's data plane answers on its control channel with steering on."""
+    try:
+        with ControlClient(dataplane_dir(run) / "control.sock", 1.0) as ctl:
+            return ctl.status().get("steering") == "on"
+    except (OSError, DataplaneError):
+        return False
 
 
 def wait_intercepting(
@@ -214,6 +297,7 @@ def wait_intercepting(
     pid: int,
     intercepting: bool = True,
     timeout: float = START_TIMEOUT_S,
+    mode: str = "kernel",
 ) -> dict[str, Any]:
     """Wait until the supervisor reports the interception on (or off) and nft agrees.
 
@@ -230,7 +314,7 @@ def wait_intercepting(
         status = read_status(run) or {}
         if (
             bool(status.get("intercepting")) == intercepting
-            and interception_state(topo).active == intercepting
+            and interception_state(topo, mode, run).active == intercepting
         ):
             return status
         if time.monotonic() > deadline:
@@ -272,16 +356,43 @@ def remove_cache(instance: str) -> bool:
     return True
 
 
-def report(run: RunDir, topo: topology.Topology, record: dict[str, Any] | None) -> dict[str, Any]:
-    """The engine's part of `testbed status`: supervisor, engine, interception, cache."""
+def dataplane_report(run: RunDir, status: dict[str, Any], running: bool) -> dict[str, Any]:
+    """The data plane's part of `testbed status` (dpdk mode): its PID, restarts and counters
+    (per port: rx/tx packets, drops, steered; totals)."""
+    dp = status.get("dataplane") or {}
+    pid = dp.get("pid") if running else None
+    out: dict[str, Any] = {
+        "pid": pid if pid and hadoop.pid_alive(pid) else None,
+        "restarts": dp.get("restarts", 0),
+        "last_exit": dp.get("last_exit"),
+        "ports": {},
+        "totals": {},
+    }
+    stats = dataplane_dir(run) / "stats.prom"
+    try:
+        counters = parse_counters(stats.read_text(), dp.get("ports") or {})
+    except (OSError, DataplaneError):
+        return out
+    out["ports"], out["totals"] = counters.ports, counters.totals
+    return out
+
+
+def report(
+    run: RunDir, topo: topology.Topology, record: dict[str, Any] | None, mode: str = "kernel"
+) -> dict[str, Any]:
+    """The engine's part of `testbed status`: supervisor, engine, interception, cache, and in
+    dpdk mode the data plane."""
     if record is None:
         return {"enabled": False}
     pid = record.get("supervisor_pid")
     running = is_supervisor(run, pid)
     status = read_status(run) or {}
     child = engine_pid(run, pid) if running else None
-    rules = interception_state(topo)
+    rules = interception_state(topo, mode, run)
+    extra = {"dataplane": dataplane_report(run, status, running)} if mode == "dpdk" else {}
     return {
+        **extra,
+        "mode": mode,
         "enabled": True,
         "supervisor_pid": pid,
         "supervisor_running": running,
