@@ -184,3 +184,32 @@ def plain_switching(testbed: Testbed) -> Iterator[Testbed]:
     session runs one) is back, intercepting, after the test."""
     with testbed.without_engine():
         yield testbed
+
+
+@pytest.fixture(scope="session")
+def dpdk_tor_testbed() -> Iterator[Testbed]:
+    """A second session testbed whose ToR is the DPDK data plane (`up --tor dpdk`).
+
+    Same shape and handle as `testbed` (3 DataNodes, 4 MiB blocks, a 512 MiB cache), instance
+    $TORSWITCH_TEST_DPDK_SESSION or ``pytd``. Started only if a test asks for it; the engine
+    test set (integration/test_engine.py) runs on both ToR modes through it.
+    """
+    instance = os.environ.get("TORSWITCH_TEST_DPDK_SESSION", "pytd")
+    run = RunDir(instance)
+    try:
+        lifecycle.reclaim(instance, _owner_alive, run=run)
+        report = lifecycle.up(
+            instance,
+            lifecycle.UpOptions(datanodes=TEST_DATANODES, block_size=TEST_BLOCK_SIZE,
+                                cache_bytes=TEST_CACHE_BYTES, tor="dpdk"),
+            progress=False, owner_pid=os.getpid(), run=run,
+        )
+    except TorswitchError as exc:
+        pytest.fail(f"the DPDK-ToR testbed could not be started: {exc}", pytrace=False)
+    _figures.append(f"HDFS testbed {instance!r} (DPDK ToR) up in {report.seconds:.1f} s")
+    tb = Testbed.attach(instance, run=run)
+    try:
+        yield tb
+    finally:
+        lifecycle.down(instance, run=run)
+        assert not hadoop.testbed_jvms(instance), "DPDK-ToR testbed JVMs still running"

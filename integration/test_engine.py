@@ -1,7 +1,8 @@
 """The ToR block engine on the real testbed: real clients on c1, real DataNodes, kernel-mode ToR.
 
-Hadoop's FsShell and the hdfs-native client read through tor-a, where the nftables
-interception hands their DataNode connections to the engine (torswitch run, session fixture).
+Hadoop's FsShell and the hdfs-native client read through tor-a, where the ToR hands their
+DataNode connections to the engine (torswitch run): every test runs twice, with the kernel-mode
+ToR (bridge + nftables interception) and with the DPDK data plane (steering through a tap).
 
 Scenarios (issue 5):
   - a first read is a miss, the second a hit with identical bytes, and on the hit no DataNode
@@ -88,13 +89,17 @@ def evict_all(tb: Testbed) -> None:
     tb.run("c1", [sys.executable, "-m", "torswitch", "cache", "--agent", AGENT, "evict", "--all"])
 
 
-@pytest.fixture
-def engine(testbed: Testbed) -> Iterator[Testbed]:
-    """The session testbed with its engine intercepting (restarted if a test left it down)."""
-    if not testbed.engine_status().get("supervisor_running"):
-        testbed.start_engine()
-    testbed.wait_engine(True)
-    yield testbed
+@pytest.fixture(params=["kernel", "dpdk"])
+def engine(request: pytest.FixtureRequest) -> Iterator[Testbed]:
+    """A session testbed with its engine intercepting, once per ToR mode: the kernel bridge
+    with nftables, and the DPDK data plane steering through its tap (restarted if a test left
+    it down)."""
+    tb: Testbed = request.getfixturevalue("testbed" if request.param == "kernel"
+                                          else "dpdk_tor_testbed")
+    if not tb.engine_status().get("supervisor_running"):
+        tb.start_engine()
+    tb.wait_engine(True)
+    yield tb
 
 
 def test_miss_then_hit_leaves_datanodes_untouched(engine: Testbed, tmp_path: Path) -> None:

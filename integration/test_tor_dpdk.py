@@ -302,3 +302,13 @@ def test_malformed_frames_counted_and_survived(engine: Testbed) -> None:
     assert dataplane(tb)["pid"] == pid and dataplane(tb)["restarts"] == 0
     proc = tb.run("c1", ["ping", "-c", "1", "-W", "2", tb.addresses["dn2"]], check=False)
     assert proc.returncode == 0
+
+
+def test_engine_metrics_carry_the_data_plane_counters(engine: Testbed) -> None:
+    text = engine.python("c1", "import urllib.request; print(urllib.request.urlopen("
+                         "'http://198.18.1.1:19868/metrics', timeout=10).read().decode())"
+                         ).stdout.decode()
+    samples = [line for line in text.splitlines()
+               if line.startswith("torswitch_dataplane_rx_packets_total{")]
+    assert samples, "no data-plane counters on the engine's /metrics"
+    assert sum(float(line.rsplit(" ", 1)[1]) for line in samples) > 0

@@ -34,3 +34,31 @@ def test_collector_exports_every_metric(tmp_path: pathlib.Path) -> None:
     assert 'torswitch_engine_hit_ttfb_seconds_bucket{le="0.0025"} 1.0' in text
     assert "torswitch_engine_miss_ttfb_seconds_count 1.0" in text
     cache.close()
+
+
+STATS = """\
+# HELP tsw_dataplane_rx_packets_total frames received on the port
+# TYPE tsw_dataplane_rx_packets_total counter
+tsw_dataplane_rx_packets_total{port="0",name="net_af_packet0",role="rack"} 12
+tsw_dataplane_rx_packets_total{port="1",name="net_af_packet1",role="uplink"} 3
+# HELP tsw_dataplane_steered_total frames steered to the exception (tap) port
+tsw_dataplane_steered_total{port="0",name="net_af_packet0",role="rack"} 5
+tsw_dataplane_mac_learned_total 7
+"""
+
+
+def test_dataplane_counters_are_reexported(tmp_path: pathlib.Path) -> None:
+    stats = tmp_path / "stats.prom"
+    stats.write_text(STATS)
+    cache = BlockCache(tmp_path / "c", capacity_bytes=4 << 20)
+    collector = EngineCollector(BlockEngine(cache), cache)
+    collector.dataplane_stats = str(stats)
+    registry = CollectorRegistry()
+    registry.register(collector)
+    text = generate_latest(registry).decode()
+    assert 'torswitch_dataplane_rx_packets_total{port="net_af_packet0"} 12.0' in text
+    assert 'torswitch_dataplane_steered_total{port="net_af_packet0"} 5.0' in text
+    assert "torswitch_dataplane_mac_learned_total 7.0" in text
+    stats.write_text("garbage line\n")  # a broken file yields no data-plane samples, no error
+    assert "torswitch_dataplane" not in generate_latest(registry).decode()
+    cache.close()

@@ -7,6 +7,7 @@ cache's counters when scraped; nothing is copied on the data path.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
@@ -44,6 +45,10 @@ METRICS: tuple[tuple[str, str, str, str], ...] = (
     ("torswitch_cache_blocks", "gauge", "Blocks with at least one cached segment.", "c.blocks"),
 )
 
+# Set by `torswitch run --dataplane` for the engine it starts: the data plane's stats file,
+# whose counters the engine's /metrics then carries too (torswitch_dataplane_*).
+DATAPLANE_STATS_ENV = "TORSWITCH_DATAPLANE_STATS"
+
 TTFB_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
@@ -54,6 +59,7 @@ class EngineCollector(Collector):
         self.engine = engine
         self.cache = cache
         self.prefetched_bytes: Callable[[], int] = lambda: 0  # set when a prefetcher runs
+        self.dataplane_stats: str | None = os.environ.get(DATAPLANE_STATS_ENV)
         self._hist = {True: [0] * (len(TTFB_BUCKETS_S) + 1), False: [0] * (len(TTFB_BUCKETS_S) + 1)}
         self._sum = {True: 0.0, False: 0.0}
 
@@ -69,6 +75,33 @@ class EngineCollector(Collector):
                         break
                 else:
                     self._hist[hit][-1] += 1
+
+    def _dataplane(self) -> Iterator[Metric]:
+        """The DPDK data plane's counters, read from its stats file at scrape time."""
+        if not self.dataplane_stats:
+            return
+        from torswitch.dataplane import DataplaneError, parse_counters
+
+        try:
+            with open(self.dataplane_stats) as f:
+                counters = parse_counters(f.read())
+        except (OSError, DataplaneError):
+            return  # restarting: no sample beats a stale or broken one
+        per_port: dict[str, CounterMetricFamily] = {}
+        for port, values in counters.ports.items():
+            for name, value in values.items():
+                family = per_port.get(name)
+                if family is None:
+                    family = per_port[name] = CounterMetricFamily(
+                        f"torswitch_dataplane_{name}",
+                        counters.help.get(name, f"Data plane per-port counter {name}."),
+                        labels=["port"])
+                family.add_metric([port], float(value))
+        yield from per_port.values()
+        for name, value in counters.totals.items():
+            yield CounterMetricFamily(f"torswitch_dataplane_{name}",
+                                      counters.help.get(name, f"Data plane counter {name}."),
+                                      value=float(value))
 
     def collect(self) -> Iterator[Metric]:
         e, c = self.engine.stats, self.cache.stats
@@ -89,6 +122,7 @@ class EngineCollector(Collector):
         for reason, count in e.passthrough.items():
             passthrough.add_metric([reason], float(count))
         yield passthrough
+        yield from self._dataplane()
         self._drain_ttfb()
         for hit, name in ((True, "hit"), (False, "miss")):
             counts = self._hist[hit]

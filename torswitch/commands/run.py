@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import shlex
 import signal
 import sys
@@ -36,6 +37,7 @@ from types import FrameType
 from typing import Any
 
 from torswitch.errors import TorswitchError
+from torswitch.metrics import DATAPLANE_STATS_ENV
 
 
 def register(subparsers: Any) -> None:
@@ -178,6 +180,9 @@ def run(args: argparse.Namespace) -> int:
         engine_log=args.engine_log,
         status_file=args.status_file,
         companion=keeper,
+        # The engine re-exports the data plane's counters on its /metrics.
+        env={**os.environ, DATAPLANE_STATS_ENV: str(keeper.dataplane.stats_file)}
+        if keeper is not None else None,
     )
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
