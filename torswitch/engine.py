@@ -556,7 +556,6 @@ class _Session:
             collector = _SegmentCollector(engine, key) if cache else None
             chunk: bytes = first
             sent_any = False
-            ok = False
             while True:
                 self.client.write(chunk)
                 if not sent_any:
@@ -572,7 +571,6 @@ class _Session:
                         collector = None
                     if isinstance(ev, End):
                         done = True
-                        ok = collector is not None or ev is not None
                 await self.client.drain()
                 if done:
                     break
@@ -585,7 +583,6 @@ class _Session:
             if collector is not None:
                 await collector.finish()
                 fill = collector.complete  # a whole SUCCESS reply, whatever its checksums
-            del ok
             if fill and owner and engine.fill_edges:
                 # Segments the client's range only partly covered were not kept; fetch them
                 # whole in the background so the same read hits next time. The fill inherits
