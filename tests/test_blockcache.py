@@ -255,3 +255,22 @@ def test_kill_during_inserts_leaves_only_whole_segments(tmp_path: pathlib.Path) 
             got = c.get_range(info.key, 0, info.key.num_bytes)
             assert got is not None and got.data == block_bytes(info.key)
         assert c.stats.corrupt_segments == 0
+
+
+def test_segment_assembler_cuts_whole_segments_only() -> None:
+    from torswitch.blockcache import SegmentAssembler
+
+    data = block_bytes(KEY)
+    sums = checksum.compute(ChecksumType.CRC32C, 512, data)
+    asm = SegmentAssembler(KEY, SPEC, SEG)
+    start = SEG + 512  # inside segment 1: its head is dropped
+    got = []
+    for off in range(start, KEY.num_bytes, 70_000 - 70_000 % 512):
+        n = min(70_000 - 70_000 % 512, KEY.num_bytes - off)
+        got += asm.add(off, data[off:off + n], sums[off // 512 * 4:(off + n + 511) // 512 * 4])
+    assert [i for i, _, _ in got] == [2, 3, 4, 5]  # the last one short, at the block end
+    for index, seg_data, seg_sums in got:
+        assert seg_data == data[index * SEG:(index + 1) * SEG]
+        assert seg_sums == checksum.compute(ChecksumType.CRC32C, 512, seg_data)
+    with pytest.raises(ValueError):
+        asm.add(0, b"x" * 512, b"1234")  # not where the last run ended

@@ -530,6 +530,52 @@ class BlockCache:
         self.stats.segments = sum(len(b.segments) for b in self._blocks.values())
 
 
+class SegmentAssembler:
+    """Cuts a contiguous run of checksummed block bytes into whole cache segments.
+
+    Feed it data as it arrives (the engine's relayed packets, the prefetcher's verified reads);
+    each add() returns the segments it completed as (index, data, sums), ready for put_segment.
+    Bytes before the first segment boundary belong to a segment this run does not cover whole,
+    so they are dropped. Raises ValueError on a gap between runs.
+    """
+
+    def __init__(self, key: BlockKey, spec: ChecksumSpec, segment_bytes: int) -> None:
+        self.key, self.spec, self.seg = key, spec, segment_bytes
+        self.start = -1  # block offset of buf[0]
+        self.buf = bytearray()
+        self.sums = bytearray()
+
+    def add(self, offset: int, data: bytes | memoryview, sums: bytes | memoryview
+            ) -> list[tuple[int, bytes, bytes]]:
+        if self.start < 0:
+            self.start = offset
+        elif offset != self.start + len(self.buf):
+            raise ValueError(f"{self.key}: bytes at {offset}, expected {self.start + len(self.buf)}")
+        self.buf += data
+        self.sums += sums
+        bpc, size = self.spec.bytes_per_checksum, self.spec.size
+        done: list[tuple[int, bytes, bytes]] = []
+        if self.start % self.seg:
+            # Drop the head up to the next segment boundary (whole chunks only).
+            skip = min(len(self.buf), self.seg - self.start % self.seg)
+            skip -= skip % bpc
+            del self.buf[:skip]
+            del self.sums[: skip // bpc * size]
+            self.start += skip
+            if self.start % self.seg:
+                return done
+        while True:
+            seg_len = min(self.seg, self.key.num_bytes - self.start)
+            if seg_len <= 0 or len(self.buf) < seg_len:
+                return done
+            nsums = -(-seg_len // bpc) * size
+            done.append((self.start // self.seg, bytes(self.buf[:seg_len]),
+                         bytes(self.sums[:nsums])))
+            del self.buf[:seg_len]
+            del self.sums[:nsums]
+            self.start += seg_len
+
+
 def _block_record(block: _Block) -> bytes:
     return _BLOCK_REC.pack(int(block.spec.type), block.spec.bytes_per_checksum,
                            block.segment_bytes, block.pinned_until, block.hits)

@@ -43,7 +43,13 @@ from typing import Any
 from google.protobuf.message import DecodeError
 
 from torswitch.api.hadoop import datatransfer_pb2 as dt
-from torswitch.blockcache import BlockCache, BlockCacheError, BlockKey, CachedRange
+from torswitch.blockcache import (
+    BlockCache,
+    BlockCacheError,
+    BlockKey,
+    CachedRange,
+    SegmentAssembler,
+)
 from torswitch.blockreader import BlockReader, BlockReadError
 from torswitch.checksum import ChecksumError, ChecksumSpec, ChecksumType
 from torswitch.datatransfer import (
@@ -54,7 +60,6 @@ from torswitch.datatransfer import (
     Direction,
     End,
     Op,
-    PacketHeader,
     ProtocolError,
     Response,
     StreamParser,
@@ -579,10 +584,8 @@ class _Session:
                     # The DataNode closed: after an error reply that is the protocol; else the
                     # client sees a cut stream and retries, as it would have without us.
                     return False
-            fill = False
-            if collector is not None:
-                await collector.finish()
-                fill = collector.complete  # a whole SUCCESS reply, whatever its checksums
+            # a whole SUCCESS reply, whatever its checksums
+            fill = collector is not None and collector.complete
             if fill and owner and engine.fill_edges:
                 # Segments the client's range only partly covered were not kept; fetch them
                 # whole in the background so the same read hits next time. The fill inherits
@@ -636,11 +639,7 @@ class _SegmentCollector:
     def __init__(self, engine: BlockEngine, key: BlockKey) -> None:
         self.engine = engine
         self.key = key
-        self.seg = engine.cache.segment_bytes
-        self.spec: ChecksumSpec | None = None
-        self.start = -1  # block offset of buf[0]
-        self.buf = bytearray()
-        self.sums = bytearray()
+        self.assembler: SegmentAssembler | None = None  # None: nothing (more) to keep
         self.pending_sums: memoryview | None = None
         self.complete = False  # the reply ended normally (End seen)
 
@@ -648,66 +647,39 @@ class _SegmentCollector:
         for ev in events:
             if isinstance(ev, Response):
                 info = ev.message.readOpChecksumInfo
-                self.spec = ChecksumSpec(ChecksumType(info.checksum.type),
-                                         info.checksum.bytesPerChecksum)
-                if self.spec.type is ChecksumType.NULL or self.seg % self.spec.bytes_per_checksum:
-                    self.spec = None  # nothing verifiable to keep
+                spec = ChecksumSpec(ChecksumType(info.checksum.type),
+                                    info.checksum.bytesPerChecksum)
+                seg = self.engine.cache.segment_bytes
+                # NULL checksums leave nothing verifiable to keep
+                if spec.type is not ChecksumType.NULL and seg % spec.bytes_per_checksum == 0:
+                    self.assembler = SegmentAssembler(self.key, spec, seg)
             elif isinstance(ev, End):
                 self.complete = True
-            elif isinstance(ev, PacketHeader):
-                pass
             elif isinstance(ev, Checksums):
                 self.pending_sums = ev.data
-            elif isinstance(ev, Data) and self.spec is not None and len(ev.data):
-                if self.start < 0:
-                    self.start = ev.offset_in_block
-                if ev.offset_in_block != self.start + len(self.buf):
-                    self.spec = None  # a gap: stop collecting rather than guess
+            elif isinstance(ev, Data) and self.assembler is not None and len(ev.data):
+                try:
+                    segments = self.assembler.add(ev.offset_in_block, ev.data,
+                                                  self.pending_sums or b"")
+                except ValueError:
+                    self.assembler = None  # a gap: stop collecting rather than guess
                     continue
-                self.buf += ev.data
-                self.sums += self.pending_sums or b""
-                await self._flush(final=False)
+                for index, data, sums in segments:
+                    if not await self._store(self.assembler.spec, index, data, sums):
+                        self.assembler = None  # keep nothing more of this reply
+                        break
 
-    async def finish(self) -> None:
-        await self._flush(final=True)
-
-    async def _flush(self, final: bool) -> None:
-        spec = self.spec
-        if spec is None:
-            return
-        bpc, size = spec.bytes_per_checksum, spec.size
-        # Drop leading bytes up to the first segment boundary.
-        if self.start % self.seg:
-            skip = min(len(self.buf), self.seg - self.start % self.seg)
-            skip -= skip % bpc
-            if skip == 0 and len(self.buf) < self.seg - self.start % self.seg:
-                return
-            del self.buf[:skip]
-            del self.sums[: skip // bpc * size]
-            self.start += skip
-            if self.start % self.seg:
-                return
-        while True:
-            index = self.start // self.seg
-            seg_len = min(self.seg, self.key.num_bytes - self.start)
-            if seg_len <= 0 or len(self.buf) < seg_len:
-                return
-            data = bytes(self.buf[:seg_len])
-            sums = bytes(self.sums[: -(-seg_len // bpc) * size])
-            try:
-                stored = await self.engine._run_cache(self.engine.cache.put_segment, self.key,
-                                                      spec, index, data, sums)
-            except (ChecksumError, BlockCacheError) as exc:  # keep nothing more of this reply
-                log.warning("not caching %s segment %d: %s", self.key, index, exc)
-                self.spec = None
-                return
-            if stored:
-                self.engine.stats.segments_cached += 1
-            del self.buf[:seg_len]
-            del self.sums[: -(-seg_len // bpc) * size]
-            self.start += seg_len
-            if final and not self.buf:
-                return
+    async def _store(self, spec: ChecksumSpec, index: int, data: bytes, sums: bytes) -> bool:
+        """Store one segment; False if the cache refused it as unverifiable or wrong."""
+        try:
+            stored = await self.engine._run_cache(self.engine.cache.put_segment, self.key,
+                                                  spec, index, data, sums)
+        except (ChecksumError, BlockCacheError) as exc:
+            log.warning("not caching %s segment %d: %s", self.key, index, exc)
+            return False
+        if stored:
+            self.engine.stats.segments_cached += 1
+        return True
 
 
 def _is_local(address: str) -> bool:

@@ -25,7 +25,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from torswitch.blockcache import BlockCache, BlockKey
+from torswitch.blockcache import BlockCache, BlockKey, SegmentAssembler
 from torswitch.blockreader import BlockReader, BlockReadError
 from torswitch.checksum import ChecksumError
 from torswitch.namenode import LocatedBlock, NameNodeClient
@@ -238,30 +238,19 @@ def fetch_segments(cache: BlockCache, reader: BlockReader, lb: LocatedBlock, mis
     for first, last in _runs(missing):
         start = first * seg
         end = min(key.num_bytes, (last + 1) * seg)
-        data = bytearray()
-        sums = bytearray()
-        pos = start
-        index = first
+        assembler: SegmentAssembler | None = None
         for pkt in reader.stream(lb, start, end - start):
             pace(len(pkt.data))
             spec = pkt.spec
-            bpc = spec.bytes_per_checksum
+            if assembler is None:
+                assembler = SegmentAssembler(key, spec, seg)
             # start is segment- hence chunk-aligned, so packets begin on chunk boundaries
-            data += pkt.data
-            lo_chunk = (pkt.offset - pkt.chunk_offset) // bpc
-            n_chunks = -(-len(pkt.data) // bpc)
-            sums += pkt.checksums[lo_chunk * spec.size : (lo_chunk + n_chunks) * spec.size]
+            lo_chunk = (pkt.offset - pkt.chunk_offset) // spec.bytes_per_checksum
+            n_chunks = -(-len(pkt.data) // spec.bytes_per_checksum)
+            sums = pkt.checksums[lo_chunk * spec.size : (lo_chunk + n_chunks) * spec.size]
             fetched += len(pkt.data)
-            while True:
-                seg_len = min(seg, key.num_bytes - pos)
-                if len(data) < seg_len or seg_len <= 0:
-                    break
-                nsums = -(-seg_len // bpc) * spec.size
-                cache.put_segment(key, spec, index, bytes(data[:seg_len]), bytes(sums[:nsums]))
-                del data[:seg_len]
-                del sums[:nsums]
-                pos += seg_len
-                index += 1
+            for index, data, seg_sums in assembler.add(pkt.offset, pkt.data, sums):
+                cache.put_segment(key, spec, index, data, seg_sums)
     return fetched
 
 
