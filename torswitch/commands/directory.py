@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import logging
 import signal
 from collections.abc import Callable
@@ -40,12 +41,9 @@ async def serve(config_path: str) -> int:
         from torswitch.hadoopconf import HadoopConf
         from torswitch.namenode import NameNodeClient
 
-        nn_host, nn_port = HadoopConf.load(cfg.hadoop_conf_dir).namenode_address()
-
-        def make_namenode() -> NameNodeClient:
-            return NameNodeClient(nn_host, nn_port)
-
-        namenode = make_namenode
+        # a new client per resolution, at the conf's NameNode
+        namenode = functools.partial(NameNodeClient,
+                                     *HadoopConf.load(cfg.hadoop_conf_dir).namenode_address())
 
     directory = Directory(namenode=namenode, heartbeat_interval_s=cfg.heartbeat_interval_s,
                           plan_retention_s=cfg.plan_retention_s)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
 from typing import Any
@@ -40,9 +41,8 @@ async def serve(config_path: str) -> int:
     cfg = config.load(config_path).engine
     from torswitch.hadoopconf import HadoopConf
 
-    uses_tokens = False
-    if cfg.hadoop_conf_dir:
-        uses_tokens = HadoopConf.load(cfg.hadoop_conf_dir).get_bool("dfs.block.access.token.enable")
+    hadoop = HadoopConf.load(cfg.hadoop_conf_dir) if cfg.hadoop_conf_dir else None
+    uses_tokens = hadoop.get_bool("dfs.block.access.token.enable") if hadoop else False
     cache = BlockCache(cfg.cache_path, cfg.cache_capacity_bytes, segment_bytes=cfg.segment_bytes)
     log = logging.getLogger("torswitch.engine")
     if cache.recovered_from:
@@ -61,13 +61,9 @@ async def serve(config_path: str) -> int:
         from torswitch.namenode import NameNodeClient
         from torswitch.prefetcher import Prefetcher
 
-        namenode = None
-        if cfg.hadoop_conf_dir:
-            nn_host, nn_port = HadoopConf.load(cfg.hadoop_conf_dir).namenode_address()
-
-            def namenode() -> NameNodeClient:
-                return NameNodeClient(nn_host, nn_port)
-
+        # a new client per resolution, at the conf's NameNode
+        namenode = (functools.partial(NameNodeClient, *hadoop.namenode_address())
+                    if hadoop else None)
         prefetcher = Prefetcher(cache, namenode=namenode, concurrency=cfg.prefetch_concurrency,
                                 rate_bytes_per_s=cfg.prefetch_rate_bytes_per_s,
                                 inflight=engine.inflight,

@@ -118,15 +118,8 @@ def start(run: RunDir, topo: topology.Topology) -> int:
 
 
 def is_directory(run: RunDir, pid: int | None) -> bool:
-    """Whether `pid` is this run directory's `torswitch directory`."""
-    if not pid or not hadoop.pid_alive(pid):
-        return False
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return False
-    # During the exec of `ip netns exec` the command line reads as empty for a moment.
-    return str(config_path(run)).encode() in cmdline or cmdline == [b""]
+    """Whether `pid` is this run directory's `torswitch directory` (its config is an argument)."""
+    return hadoop.runs_with(pid, str(config_path(run)))
 
 
 def stop(run: RunDir, pid: int | None, timeout: float = STOP_TIMEOUT_S) -> bool:

@@ -299,6 +299,19 @@ def pid_alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
 
 
+def runs_with(pid: int | None, marker: str) -> bool:
+    """Whether `pid` is alive and `marker` is one of its arguments (a run-dir path that names
+    the process). During the exec of `ip netns exec` the command line reads as empty for a
+    moment; that counts as a match, for the PID we started ourselves."""
+    if not pid or not pid_alive(pid):
+        return False
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return marker.encode() in argv or argv == [b""]
+
+
 def rss_bytes(pid: int) -> int:
     """Resident set size of `pid` in bytes (0 if it is gone)."""
     try:

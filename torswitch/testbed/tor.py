@@ -228,16 +228,8 @@ def read_status(run: RunDir) -> dict[str, Any] | None:
 
 
 def is_supervisor(run: RunDir, pid: int | None) -> bool:
-    """Whether `pid` is this run directory's `torswitch run`."""
-    if not pid or not hadoop.pid_alive(pid):
-        return False
-    try:
-        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return False
-    # Before and after `ip netns exec` execs python the status file is on the command line;
-    # during the exec it reads as empty for a moment.
-    return str(status_path(run)).encode() in argv or argv == [b""]
+    """Whether `pid` is this run directory's `torswitch run` (its status file is an argument)."""
+    return hadoop.runs_with(pid, str(status_path(run)))
 
 
 def engine_pid(run: RunDir, supervisor_pid: int | None) -> int | None:
