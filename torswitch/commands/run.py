@@ -37,7 +37,6 @@ from types import FrameType
 from typing import Any
 
 from torswitch.errors import TorswitchError
-from torswitch.metrics import DATAPLANE_STATS_ENV
 
 
 def register(subparsers: Any) -> None:
@@ -120,7 +119,10 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from torswitch import config
+    from torswitch import (
+        config,
+        metrics,  # here, not at import: every `torswitch` call imports this module
+    )
     from torswitch.interception import Interceptor, in_host_namespace, spec_for_engine
     from torswitch.supervisor import Supervisor, Timing, eof_probe
 
@@ -181,7 +183,7 @@ def run(args: argparse.Namespace) -> int:
         status_file=args.status_file,
         companion=keeper,
         # The engine re-exports the data plane's counters on its /metrics.
-        env={**os.environ, DATAPLANE_STATS_ENV: str(keeper.dataplane.stats_file)}
+        env={**os.environ, metrics.DATAPLANE_STATS_ENV: str(keeper.dataplane.stats_file)}
         if keeper is not None else None,
     )
 
