@@ -14,6 +14,7 @@ import pytest
 
 from torswitch import cli
 from torswitch.dataplane import (
+    CONTROL_MAX_REQUEST,
     ControlClient,
     ControlError,
     Counters,
@@ -21,8 +22,11 @@ from torswitch.dataplane import (
     DataplaneConfig,
     DataplaneError,
     HealthChecker,
+    McServer,
     build_argv,
+    mc_pool_words,
     parse_counters,
+    parse_mc_status,
     steer_ports_from_hadoop_conf,
 )
 from torswitch.errors import ConfigError
@@ -218,7 +222,7 @@ def peer(tmp_path: Path) -> Iterator[tuple[str, list[bytes], list[Callable[[str]
     def serve() -> None:
         while not stop.is_set():
             try:
-                data, addr = srv.recvfrom(4096)
+                data, addr = srv.recvfrom(CONTROL_MAX_REQUEST)
             except TimeoutError:
                 continue
             seen.append(data)
@@ -279,3 +283,159 @@ def test_cli_counters_from_stats_file(tmp_path: Path, capsys: pytest.CaptureFixt
     assert capsys.readouterr().out == STATS
     assert cli.main(["dataplane", "counters", "--stats-file", str(tmp_path / "no")]) == 1
     assert cli.main(["dataplane", "status", "--control", str(tmp_path / "no.sock")]) == 1
+
+
+# ---- MemSwitch: options, counters, control commands ----------------------------------------------
+
+def test_argv_memcached_options() -> None:
+    cfg = DataplaneConfig(rack_ifaces=["a"], mc_cache_slots=0, mc_max_value=1400,
+                          mc_hot_threshold=5, mc_cache_ttl_ms=2000, mc_write_timeout_ms=300,
+                          mc_pool_file=Path("/etc/pools"))
+    app = build_argv(cfg, Path("s"))
+    app = app[app.index("--") + 1:]
+    want = {"--mc-cache-slots": "0", "--mc-max-value": "1400", "--mc-hot-threshold": "5",
+            "--mc-cache-ttl-ms": "2000", "--mc-write-timeout-ms": "300",
+            "--mc-pool-file": "/etc/pools"}
+    assert {flag: app[app.index(flag) + 1] for flag in want} == want
+    # None leaves the data plane's defaults alone.
+    plain = build_argv(DataplaneConfig(rack_ifaces=["a"]), Path("s"))
+    assert not any(a.startswith("--mc-") for a in plain)
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"mc_cache_slots": -1}, {"mc_max_value": 0}, {"mc_max_value": 1401},
+    {"mc_hot_threshold": 0}, {"mc_hot_threshold": 65536}, {"mc_cache_ttl_ms": 0},
+    {"mc_write_timeout_ms": -5},
+])
+def test_config_rejects_memcached_options(kwargs: dict[str, object]) -> None:
+    with pytest.raises(ValueError):
+        DataplaneConfig(rack_ifaces=["a"], **kwargs)  # type: ignore[arg-type]
+
+
+MC_STATS = STATS + """\
+# HELP tsw_dataplane_mc_requests_total request datagrams to the pool's address
+# TYPE tsw_dataplane_mc_requests_total counter
+tsw_dataplane_mc_requests_total{pool="alpha",pool_id="0"} 40
+tsw_dataplane_mc_requests_total{pool="beta",pool_id="3"} 2
+tsw_dataplane_mc_hits_total{pool="alpha",pool_id="0"} 30
+# HELP tsw_dataplane_mc_server_requests_total request datagrams sent to the server
+tsw_dataplane_mc_server_requests_total{pool="alpha",server="10.0.0.1",sid="1"} 6
+tsw_dataplane_mc_server_requests_total{pool="alpha",server="odd \\"name\\"",sid="2"} 4
+tsw_dataplane_mc_server_hits_total{pool="alpha",server="10.0.0.1",sid="1"} 17
+tsw_dataplane_mc_parse_total{result="ok"} 41
+tsw_dataplane_mc_parse_total{result="too_many_keys"} 1
+tsw_dataplane_mc_fill_total{result="filled"} 3
+# TYPE tsw_dataplane_mc_cache_entries gauge
+tsw_dataplane_mc_cache_entries 3
+tsw_dataplane_mc_requests_in_flight 1
+"""
+
+
+def test_parse_counters_memcached_samples() -> None:
+    c = parse_counters(MC_STATS)
+    assert c.pools == {"alpha": {"requests": 40, "hits": 30}, "beta": {"requests": 2}}
+    assert c.servers == {"alpha/10.0.0.1": {"requests": 6, "hits": 17},
+                         'alpha/odd "name"': {"requests": 4}}
+    assert c.labelled == {"mc_parse": {"ok": 41, "too_many_keys": 1},
+                          "mc_fill": {"filled": 3}}
+    # Ports and totals are what they were without MemSwitch, plus the two gauges.
+    assert c.ports == parse_counters(STATS).ports
+    assert c.totals == {"mac_learned": 7, "mc_cache_entries": 3, "mc_requests_in_flight": 1}
+    assert c.help["mc_requests"] == "request datagrams to the pool's address"
+    assert c.help["mc_server_requests"] == "request datagrams sent to the server"
+
+
+SERVERS = [
+    McServer(sid=3, ip="10.0.0.2", port=11211, mac="02:00:00:00:00:02", weight=2, live=True,
+             identity=b"10.0.0.2"),
+    McServer(sid=1, ip="10.0.0.1", port=11212, mac="00:00:00:00:00:00", weight=1, live=False,
+             identity=b"10.0.0.1:11212"),
+]
+
+
+def test_mc_pool_words() -> None:
+    words = mc_pool_words(2, "alpha", "10.0.0.100", 11211, "02:00:00:00:01:00", "fnv1a_64",
+                          "ketama", "", True, SERVERS)
+    assert words == ["mc-pool", "2", "alpha", "10.0.0.100:11211", "02:00:00:00:01:00",
+                     "fnv1a_64", "ketama", "-", "on",
+                     "3,10.0.0.2,11211,02:00:00:00:00:02,2,1," + b"10.0.0.2".hex(),
+                     "1,10.0.0.1,11212,00:00:00:00:00:00,1,0," + b"10.0.0.1:11212".hex()]
+    tagged = mc_pool_words(0, "b", "10.0.0.100", 1, "02:00:00:00:01:00", "md5", "modula",
+                           "{}", False, SERVERS[:1])
+    assert tagged[7:9] == ["{}", "off"]
+
+
+@pytest.mark.parametrize("change", [
+    {"pool_id": 8}, {"name": "bad name"}, {"name": ""}, {"vip": "10.0.0"}, {"port": 0},
+    {"vmac": "02:00:00:00:01"}, {"hash_tag": "{"}, {"servers": []},
+    {"servers": [SERVERS[0], SERVERS[0]]},
+    {"servers": [McServer(sid=256, ip="10.0.0.1", port=1, mac="02:00:00:00:00:01",
+                          identity=b"x")]},
+    {"servers": [McServer(sid=1, ip="10.0.0.1", port=1, mac="02:00:00:00:00:01",
+                          weight=0, identity=b"x")]},
+    {"servers": [McServer(sid=1, ip="10.0.0.1", port=1, mac="02:00:00:00:00:01",
+                          identity=b"a b\n")]},
+    {"servers": [McServer(sid=1, ip="10.0.0.1", port=1, mac="02:00:00:00:00:01",
+                          identity=b"x" * 96)]},
+    {"servers": [McServer(sid=i, ip="10.0.0.1", port=1, mac="02:00:00:00:00:01",
+                          identity=b"s%d" % i) for i in range(33)]},
+])
+def test_mc_pool_words_rejects(change: dict[str, object]) -> None:
+    args: dict[str, object] = {
+        "pool_id": 0, "name": "alpha", "vip": "10.0.0.100", "port": 11211,
+        "vmac": "02:00:00:00:01:00", "hash": "fnv1a_64", "distribution": "ketama",
+        "hash_tag": "", "cache": True, "servers": SERVERS}
+    args.update(change)
+    with pytest.raises(ValueError):
+        mc_pool_words(**args)  # type: ignore[arg-type]
+
+
+def test_parse_mc_status() -> None:
+    body = (
+        "cache_slots=16384\ncache_entries=2\nrequests_in_flight=0\n"
+        "pool=2 name=alpha vip=10.0.0.100 port=11211 vmac=02:00:00:00:01:00 hash=fnv1a_64 "
+        "distribution=ketama hash_tag=- cache=on servers=2\n"
+        f"server pool=2 sid=3 ip=10.0.0.2 port=11211 mac=02:00:00:00:00:02 weight=2 live=1 "
+        f"identity={b'10.0.0.2'.hex()}\n"
+        f"server pool=2 sid=1 ip=10.0.0.1 port=11212 mac=00:00:00:00:00:00 weight=1 live=0 "
+        f"identity={b'10.0.0.1:11212'.hex()}\n")
+    st = parse_mc_status(body)
+    assert (st.cache_slots, st.cache_entries, st.requests_in_flight) == (16384, 2, 0)
+    p = st.pools[2]
+    assert (p.name, p.vip, p.port, p.vmac, p.hash, p.distribution, p.hash_tag, p.cache) == (
+        "alpha", "10.0.0.100", 11211, "02:00:00:00:01:00", "fnv1a_64", "ketama", "", True)
+    assert p.servers == tuple(SERVERS)
+    assert parse_mc_status("cache_slots=0\n").pools == {}
+
+
+def test_control_client_memcached_commands(
+        peer: tuple[str, list[bytes], list[Callable[[str], list[bytes]]]]) -> None:
+    path, seen, scripts = peer
+    scripts += [
+        lambda seq: [f"v1 {seq} ok\n".encode()],
+        lambda seq: [f"v1 {seq} error a server id belongs to another pool\n".encode()],
+        lambda seq: [f"v1 {seq} ok\n".encode()],
+        lambda seq: [f"v1 {seq} ok\n".encode()],
+        lambda seq: [f"v1 {seq} ok\ncache_slots=0\ncache_entries=0\n"
+                     f"requests_in_flight=0\n".encode()],
+    ]
+    big = [McServer(sid=i, ip=f"10.0.1.{i}", port=11211, mac=f"02:00:00:00:01:{i:02x}",
+                    identity=b"server-%03d-" % i + b"x" * 80) for i in range(32)]
+    with ControlClient(path, timeout=0.5) as client:
+        client.mc_pool(1, "alpha", "10.0.0.100", 11211, "02:00:00:00:01:00", "fnv1a_64",
+                       "ketama", "", True, big)
+        with pytest.raises(ControlError, match="another pool"):
+            client.mc_pool(1, "alpha", "10.0.0.100", 11211, "02:00:00:00:01:00", "md5",
+                           "ketama", "{}", False, SERVERS)
+        client.mc_pool_del(1)
+        client.mc_flush()
+        assert client.mc_status().pools == {}
+        with pytest.raises(ValueError):
+            client.mc_pool_del(9)
+        with pytest.raises(ValueError):  # longer than the data plane takes
+            client.request("mc-pool", "x" * CONTROL_MAX_REQUEST)
+    first = seen[0].decode().split(" ")
+    assert first[2:4] == ["mc-pool", "1"] and len(first) == 2 + 9 + 32
+    assert len(seen[0]) <= CONTROL_MAX_REQUEST
+    assert [d.decode().split(" ", 3)[2] for d in seen[2:]] == ["mc-pool-del", "mc-flush",
+                                                                "mc-status"]

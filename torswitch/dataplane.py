@@ -14,7 +14,8 @@ then the uplink, then the tap. Counters are keyed by the interface each port is 
 
 Control: the process serves a unix datagram socket (`--control`, protocol v1, specified in
 native/dataplane/dp_ctl.c); ControlClient speaks it: status, steering on/off, steered ports,
-counters. Fail-open: a HealthChecker probes the block engine (by default a TCP connect to its
+counters, and MemSwitch's memcached pools (mc_pool, mc_pool_del, mc_flush, mc_status; the
+data-plane side is native/dataplane/dp_mc.h). Fail-open: a HealthChecker probes the block engine (by default a TCP connect to its
 listening port inside the ToR namespace) and turns steering off while the engine is unhealthy,
 so HDFS traffic is switched straight to the DataNodes, and on again once it recovers.
 """
@@ -52,6 +53,14 @@ DEFAULT_DATANODE_PORT = 9866
 #: Version of the control protocol spoken here (dp_ctl.c).
 CONTROL_VERSION = "v1"
 _CONTROL_MAX_REPLY = 1 << 20
+#: Longest request the data plane takes (dp_ctl.c DP_CTL_MAX_REQ, DP_CTL_MAX_WORDS).
+CONTROL_MAX_REQUEST = 16384
+CONTROL_MAX_WORDS = 80
+#: MemSwitch limits (dp_mc.h).
+MC_MAX_POOLS = 8
+MC_MAX_SERVERS = 32
+MC_MAX_SERVER_IDS = 256
+MC_MAX_VALUE = 1400
 _CLONE_NEWNET = 0x40000000
 
 
@@ -74,6 +83,10 @@ class DataplaneConfig:
     tap_mac: the tap's MAC, or "fixed" for net_tap's fixed one; None lets net_tap pick a random
       one at each start (a supervisor that restarts the data plane wants it stable, or the
       rack's ARP caches point at a MAC that no longer exists).
+    mc_*: MemSwitch's cache options (None: the data plane's default): cache slots (0 for no
+      cache), largest cached value (bytes, at most 1400), gets before a key is cached, cache
+      entry lifetime and write hold timeout (ms); mc_pool_file: control lines (`mc-pool ...`)
+      applied at start-up.
     """
 
     rack_ifaces: Sequence[str]
@@ -90,6 +103,12 @@ class DataplaneConfig:
     binary: Path = DEFAULT_BINARY
     file_prefix: str = "tsw-dp"
     tap_mac: str | None = None
+    mc_cache_slots: int | None = None
+    mc_max_value: int | None = None
+    mc_hot_threshold: int | None = None
+    mc_cache_ttl_ms: int | None = None
+    mc_write_timeout_ms: int | None = None
+    mc_pool_file: Path | None = None
 
     def __post_init__(self) -> None:
         if not self.rack_ifaces:
@@ -101,6 +120,16 @@ class DataplaneConfig:
                 raise ValueError(f"invalid TCP port {port}")
         if self.steer_tcp_ports and self.tap_iface is None:
             raise ValueError("steering TCP ports needs a tap interface")
+        if self.mc_cache_slots is not None and not 0 <= self.mc_cache_slots <= 1 << 24:
+            raise ValueError(f"mc_cache_slots must be 0..{1 << 24}")
+        if self.mc_max_value is not None and not 0 < self.mc_max_value <= MC_MAX_VALUE:
+            raise ValueError(f"mc_max_value must be 1..{MC_MAX_VALUE}")
+        if self.mc_hot_threshold is not None and not 0 < self.mc_hot_threshold <= 65535:
+            raise ValueError("mc_hot_threshold must be 1..65535")
+        for name in ("mc_cache_ttl_ms", "mc_write_timeout_ms"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ValueError(f"{name} must be > 0")
 
     def port_ifaces(self) -> dict[str, str]:
         """DPDK device name -> interface name, for every port."""
@@ -170,6 +199,14 @@ def build_argv(config: DataplaneConfig, stats_file: Path,
         argv += ["--steering", "off"]
     if control_path is not None:
         argv += ["--control", str(control_path)]
+    for flag, value in (("--mc-cache-slots", config.mc_cache_slots),
+                        ("--mc-max-value", config.mc_max_value),
+                        ("--mc-hot-threshold", config.mc_hot_threshold),
+                        ("--mc-cache-ttl-ms", config.mc_cache_ttl_ms),
+                        ("--mc-write-timeout-ms", config.mc_write_timeout_ms),
+                        ("--mc-pool-file", config.mc_pool_file)):
+        if value is not None:
+            argv += [flag, str(value)]
     return argv
 
 
@@ -179,12 +216,20 @@ class Counters:
 
     ports: interface (or DPDK device name when unknown) -> counter name -> value. Counter names
     drop the `tsw_dataplane_` prefix and the `_total` suffix (`rx_packets`, `steered`, ...).
-    totals: the global counters (`mac_learned`, `idle_sleeps`, ...).
+    totals: the unlabelled samples: global counters (`mac_learned`, `idle_sleeps`, ...) and
+    gauges (`mc_cache_entries`, `mc_requests_in_flight`).
+    pools: memcached pool name -> counter (`requests`, `hits`, ...: the `mc_` prefix dropped).
+    servers: "POOL/IDENTITY" -> counter (`requests`, `hits`, ...: `mc_server_` dropped).
+    labelled: other labelled samples, metric -> label value -> value (`mc_parse` by result,
+    `mc_fill` by result).
     """
 
     ports: dict[str, dict[str, int]] = dataclasses.field(default_factory=dict)
     totals: dict[str, int] = dataclasses.field(default_factory=dict)
     help: dict[str, str] = dataclasses.field(default_factory=dict)
+    pools: dict[str, dict[str, int]] = dataclasses.field(default_factory=dict)
+    servers: dict[str, dict[str, int]] = dataclasses.field(default_factory=dict)
+    labelled: dict[str, dict[str, int]] = dataclasses.field(default_factory=dict)
 
     def port(self, name: str) -> dict[str, int]:
         """The counters of one port; raises DataplaneError if there is no such port."""
@@ -201,6 +246,11 @@ class Counters:
 def _short(metric: str) -> str:
     name = metric.removeprefix(METRIC_PREFIX)
     return name.removesuffix("_total")
+
+
+def _unescape(value: str) -> str:
+    """A Prometheus label value as written (backslash escapes of \\, \" and \n)."""
+    return re.sub(r"\\(.)", lambda m: "\n" if m.group(1) == "n" else m.group(1), value)
 
 
 def parse_counters(text: str, port_names: dict[str, str] | None = None) -> Counters:
@@ -226,17 +276,157 @@ def parse_counters(text: str, port_names: dict[str, str] | None = None) -> Count
             value = int(value_text)
         except ValueError:
             raise DataplaneError(f"stats line {lineno}: bad value {value_text!r}") from None
-        labels: dict[str, str] = dict(_LABEL.findall(labels_text or ""))
+        labels = {k: _unescape(v) for k, v in _LABEL.findall(labels_text or "")}
+        short = _short(metric)
         if "name" in labels:
             key: str = names.get(labels["name"]) or labels["name"]
-            out.ports.setdefault(key, {})[_short(metric)] = value
+            out.ports.setdefault(key, {})[short] = value
+        elif not labels:
+            out.totals[short] = value
+        elif "pool" in labels and "server" in labels:
+            out.servers.setdefault(f"{labels['pool']}/{labels['server']}", {})[
+                short.removeprefix("mc_server_")] = value
+        elif "pool" in labels:
+            out.pools.setdefault(labels["pool"], {})[short.removeprefix("mc_")] = value
         else:
-            out.totals[_short(metric)] = value
+            label = labels.get("result") or ",".join(f"{k}={v}" for k, v in labels.items())
+            out.labelled.setdefault(short, {})[label] = value
     return out
 
 
 class ControlError(DataplaneError):
     """The data plane refused a control command, or did not answer in time."""
+
+
+_MAC = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
+
+
+def _check_mac(mac: str, what: str) -> None:
+    if not _MAC.match(mac):
+        raise ValueError(f"{what} is not a MAC aa:bb:cc:dd:ee:ff: {mac!r}")
+
+
+def _check_ipv4(addr: str, what: str) -> None:
+    try:
+        socket.inet_pton(socket.AF_INET, addr)
+    except OSError:
+        raise ValueError(f"{what} is not an IPv4 address a.b.c.d: {addr!r}") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class McServer:
+    """One server of a memcached pool as the data plane holds it.
+
+    sid: stable id (0..255, unique over all pools: the data plane's per-server counters are
+    indexed by it). mac: where requests for its keys go ("00:00:00:00:00:00" is accepted only
+    for a server that is not live). identity: the bytes that place it on the ring (nutcracker's
+    name, see torswitch.config.Server.identity); printable ASCII, at most 95 bytes.
+    """
+
+    sid: int
+    ip: str
+    port: int
+    mac: str
+    weight: int = 1
+    live: bool = True
+    identity: bytes = b""
+
+    def word(self) -> str:
+        """The server's word of an mc-pool command, after checking every field."""
+        if not 0 <= self.sid < MC_MAX_SERVER_IDS:
+            raise ValueError(f"server id {self.sid} not in 0..{MC_MAX_SERVER_IDS - 1}")
+        _check_ipv4(self.ip, "server address")
+        if not 0 < self.port < 65536:
+            raise ValueError(f"invalid server port {self.port}")
+        _check_mac(self.mac, "server MAC")
+        if self.weight < 1:
+            raise ValueError(f"server weight {self.weight} is not >= 1")
+        if not 0 < len(self.identity) <= 95 or any(not 0x20 <= b <= 0x7e
+                                                   for b in self.identity):
+            raise ValueError(f"server identity {self.identity!r} is not 1..95 printable bytes")
+        return (f"{self.sid},{self.ip},{self.port},{self.mac},{self.weight},"
+                f"{int(self.live)},{self.identity.hex()}")
+
+
+@dataclasses.dataclass(frozen=True)
+class McPoolStatus:
+    """One published pool, as mc-status reports it."""
+
+    pool_id: int
+    name: str
+    vip: str
+    port: int
+    vmac: str
+    hash: str
+    distribution: str
+    hash_tag: str  # "" for none
+    cache: bool
+    servers: tuple[McServer, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class McStatus:
+    """The data plane's memcached state: cache size and use, and the published pools."""
+
+    cache_slots: int
+    cache_entries: int
+    requests_in_flight: int
+    pools: dict[int, McPoolStatus]
+
+
+def mc_pool_words(pool_id: int, name: str, vip: str, port: int, vmac: str, hash: str,
+                  distribution: str, hash_tag: str, cache: bool,
+                  servers: Sequence[McServer]) -> list[str]:
+    """The words of an mc-pool command (dp_mc.h), checked here as the data plane will."""
+    if not 0 <= pool_id < MC_MAX_POOLS:
+        raise ValueError(f"pool id {pool_id} not in 0..{MC_MAX_POOLS - 1}")
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,63}", name):
+        raise ValueError(f"pool name {name!r} is not 1..63 of A-Z a-z 0-9 _ - .")
+    _check_ipv4(vip, "pool address")
+    if not 0 < port < 65536:
+        raise ValueError(f"invalid pool port {port}")
+    _check_mac(vmac, "pool MAC")
+    if hash_tag and (len(hash_tag) != 2 or any(c.isspace() for c in hash_tag)):
+        raise ValueError(f"hash tag {hash_tag!r} is not two characters")
+    if not 0 < len(servers) <= MC_MAX_SERVERS:
+        raise ValueError(f"a pool has 1..{MC_MAX_SERVERS} servers, not {len(servers)}")
+    sids = [s.sid for s in servers]
+    if len(set(sids)) != len(sids):
+        raise ValueError(f"server ids repeat: {sids}")
+    return ["mc-pool", str(pool_id), name, f"{vip}:{port}", vmac, hash, distribution,
+            hash_tag or "-", "on" if cache else "off", *(s.word() for s in servers)]
+
+
+def parse_mc_status(body: str) -> McStatus:
+    """The body of an mc-status reply (dp_mc_ctl.c): global key=value lines, one `pool=` line
+    per pool and one `server pool=` line per server."""
+    top: dict[str, str] = {}
+    pools: dict[int, dict[str, str]] = {}
+    servers: dict[int, list[McServer]] = {}
+    for line in body.splitlines():
+        words = line.split()
+        if not words:
+            continue
+        if words[0] == "server":
+            kv = dict(w.partition("=")[::2] for w in words[1:] if "=" in w)
+            servers.setdefault(int(kv["pool"]), []).append(McServer(
+                sid=int(kv["sid"]), ip=kv["ip"], port=int(kv["port"]), mac=kv["mac"],
+                weight=int(kv["weight"]), live=kv["live"] == "1",
+                identity=bytes.fromhex(kv["identity"])))
+        elif words[0].startswith("pool="):
+            kv = dict(w.partition("=")[::2] for w in words if "=" in w)
+            pools[int(kv["pool"])] = kv
+        else:
+            top.update(w.partition("=")[::2] for w in words if "=" in w)
+    return McStatus(
+        cache_slots=int(top.get("cache_slots", 0)),
+        cache_entries=int(top.get("cache_entries", 0)),
+        requests_in_flight=int(top.get("requests_in_flight", 0)),
+        pools={pid: McPoolStatus(
+            pool_id=pid, name=kv["name"], vip=kv["vip"], port=int(kv["port"]),
+            vmac=kv["vmac"], hash=kv["hash"], distribution=kv["distribution"],
+            hash_tag="" if kv["hash_tag"] == "-" else kv["hash_tag"], cache=kv["cache"] == "on",
+            servers=tuple(servers.get(pid, ()))) for pid, kv in sorted(pools.items())})
 
 
 class ControlClient:
@@ -280,6 +470,10 @@ class ControlClient:
     def request(self, verb: str, *args: str) -> str:
         """Send one command; returns the reply body. Raises ControlError on an error reply or
         no reply within timeout, OSError when the socket cannot be reached."""
+        data = " ".join((CONTROL_VERSION, "0" * 20, verb, *args)).encode()
+        if len(data) > CONTROL_MAX_REQUEST or 3 + len(args) > CONTROL_MAX_WORDS:
+            raise ValueError(f"{verb}: request over {CONTROL_MAX_REQUEST} bytes or "
+                             f"{CONTROL_MAX_WORDS} words")
         with self._lock:
             seq = str(next(self._seq))
             self._sock.sendto(" ".join((CONTROL_VERSION, seq, verb, *args)).encode(), self.path)
@@ -320,9 +514,32 @@ class ControlClient:
     def counters(self, port_names: dict[str, str] | None = None) -> Counters:
         return parse_counters(self.request("counters"), port_names)
 
+    def mc_pool(self, pool_id: int, name: str, vip: str, port: int, vmac: str, hash: str,
+                distribution: str, hash_tag: str, cache: bool,
+                servers: Sequence[McServer]) -> None:
+        """Define or replace memcached pool pool_id (0..7): clients' requests to vip:port
+        are routed by key over servers (in nutcracker's order) with hash and distribution;
+        hash_tag "" for none; cache: serve hot gets from the switch. The data plane answers
+        ARP for vip with vmac. Raises ValueError for bad arguments (checked here first),
+        ControlError when the data plane refuses."""
+        self.request(*mc_pool_words(pool_id, name, vip, port, vmac, hash, distribution,
+                                    hash_tag, cache, servers))
+
+    def mc_pool_del(self, pool_id: int) -> None:
+        if not 0 <= pool_id < MC_MAX_POOLS:
+            raise ValueError(f"pool id {pool_id} not in 0..{MC_MAX_POOLS - 1}")
+        self.request("mc-pool-del", str(pool_id))
+
+    def mc_flush(self) -> None:
+        """Empty the data plane's memcached cache (the servers keep their items)."""
+        self.request("mc-flush")
+
+    def mc_status(self) -> McStatus:
+        return parse_mc_status(self.request("mc-status"))
+
 
 @contextlib.contextmanager
-def _in_netns(netns: str | None) -> Iterator[None]:
+def in_netns(netns: str | None) -> Iterator[None]:
     """Run the body with the calling thread in network namespace netns (setns(2) is per
     thread); sockets created inside stay in it after the thread switches back."""
     if netns is None:
@@ -351,7 +568,7 @@ def tcp_probe(host: str, port: int, netns: str | None = None,
     """A health probe: True when a TCP connection to host:port (from inside netns, if given)
     succeeds within timeout seconds."""
     def probe() -> bool:
-        with _in_netns(netns):
+        with in_netns(netns):
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
             sock.settimeout(timeout)

@@ -15,6 +15,9 @@
  *     the old or the new membership of its destination port;
  *   - dp_core.steer_ports / nb_steer: the control thread's own record of
  *     the map, for status replies; nobody else reads them after start-up;
+ *   - dp_core.mc: the memcached state, with its own ownership notes in
+ *     dp_mc.h (pools published by the control thread, everything else the
+ *     worker's);
  *   - dp_force_quit: set by the signal handler or main, read by every
  *     thread.
  */
@@ -29,11 +32,13 @@
 
 #include <rte_byteorder.h>
 #include <rte_common.h>
+#include <rte_ethdev.h>
 #include <rte_ether.h>
 #include <rte_mbuf.h>
 
 #include "dp_counters.h"
 #include "dp_mac.h"
+#include "dp_mc.h"
 
 #define DP_MAX_PORTS 16
 #define DP_BURST 32
@@ -115,6 +120,7 @@ struct dp_core {
 	/* Bit p set: rack TCP to port p is steered (while steer_on). */
 	uint64_t steer_map[DP_STEER_MAP_WORDS] __rte_cache_aligned;
 	struct dp_mac_table mac;
+	struct dp_mc_state mc;
 } __rte_cache_aligned;
 
 extern volatile bool dp_force_quit;
@@ -124,6 +130,16 @@ extern volatile bool dp_force_quit;
 typedef int (*dp_loop_fn)(struct dp_core *dc);
 dp_loop_fn dp_worker_loop(enum dp_mode mode);
 const char *dp_mode_name(enum dp_mode mode);
+
+/* in_idx of a frame the switch made itself (dp_forward): no hairpin check,
+ * a flood reaches every port. */
+#define DP_FROM_SWITCH UINT16_MAX
+
+/* dp_worker.c, worker only: switch a frame by its destination MAC (known
+ * unicast: that port; else flood), as the switch path does after steering.
+ * For frames built or rewritten by dp_mc.c. */
+void dp_forward(struct dp_core *dc, uint16_t in_idx, struct rte_mbuf *m,
+		uint64_t now);
 
 /* dp_steer.c: the steering state (control thread, and main at start-up) */
 int dp_steer_set_ports(struct dp_core *dc, const uint16_t *ports,
@@ -176,6 +192,34 @@ dp_mac_key_of(const struct rte_ether_addr *a)
 	for (i = 0; i < RTE_ETHER_ADDR_LEN; i++)
 		k = k << 8 | a->addr_bytes[i];
 	return k;
+}
+
+/* Transmit buffering, worker only: frames wait in the port's buffer until
+ * the end of the round (or until it is full). What the port refuses is
+ * freed and counted. */
+static inline void
+dp_tx_flush(struct dp_port *p)
+{
+	uint16_t sent, i;
+
+	if (p->tx.nb == 0)
+		return;
+	sent = rte_eth_tx_burst(p->port_id, 0, p->tx.pkts, p->tx.nb);
+	p->stats.tx_packets += sent;
+	for (i = 0; i < sent; i++)
+		p->stats.tx_bytes += rte_pktmbuf_pkt_len(p->tx.pkts[i]);
+	for (i = sent; i < p->tx.nb; i++)
+		rte_pktmbuf_free(p->tx.pkts[i]);
+	p->stats.tx_dropped += p->tx.nb - sent;
+	p->tx.nb = 0;
+}
+
+static inline void
+dp_tx_enqueue(struct dp_port *p, struct rte_mbuf *m)
+{
+	if (unlikely(p->tx.nb == DP_TX_BUF))
+		dp_tx_flush(p);
+	p->tx.pkts[p->tx.nb++] = m;
 }
 
 #endif /* DP_H */

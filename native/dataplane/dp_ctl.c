@@ -20,6 +20,12 @@
  *     steering on|off      turn HDFS steering on or off (on needs a tap)
  *     steer-ports [N...]   replace the steered TCP ports (none: clear)
  *     counters             BODY: the stats file's Prometheus text
+ *     mc-pool, mc-pool-del, mc-flush, mc-status
+ *                          memcached pools and cache (dp_mc.h, dp_mc_ctl.c)
+ *
+ * A request longer than DP_CTL_MAX_REQ (big enough for a pool of
+ * DP_MC_MAX_SERVERS servers) or of more than DP_CTL_MAX_WORDS words is
+ * refused whole.
  *
  * A request for another version is answered "v1 SEQ error unsupported
  * protocol version", which tells the client what this side speaks. A
@@ -41,8 +47,9 @@
 #include "dp.h"
 
 #define DP_CTL_VERSION "v1"
-#define DP_CTL_MAX_REQ 512
-#define DP_CTL_MAX_WORDS 16
+#define DP_CTL_MAX_REQ 16384
+#define DP_CTL_MAX_WORDS 80
+#define DP_CTL_MAX_SEQ 64	/* longest sequence word repeated in a reply */
 #define DP_CTL_SNDBUF (1 << 20)
 
 static pthread_t dp_ctl_thread;
@@ -97,15 +104,17 @@ dp_ctl_exec(struct dp_core *dc, char **w, int nw, FILE *f)
 		dp_stats_print(dc, f);
 		return NULL;
 	}
+	if (strncmp(w[0], "mc-", 3) == 0)
+		return dp_mc_ctl(dc, w, nw, f);
 	return "unknown command or wrong number of arguments";
 }
 
 static void
-dp_ctl_serve(struct dp_core *dc, char *req, size_t len,
+dp_ctl_serve(struct dp_core *dc, char *req, size_t len, bool truncated,
 		const struct sockaddr_un *peer, socklen_t peer_len)
 {
 	char *w[DP_CTL_MAX_WORDS], *save = NULL, *tok, *body = NULL;
-	char head[DP_CTL_MAX_REQ + 64];
+	char head[DP_CTL_MAX_SEQ + 128];
 	const char *seq, *err = NULL;
 	size_t body_len = 0;
 	struct iovec iov[2];
@@ -123,6 +132,8 @@ dp_ctl_serve(struct dp_core *dc, char *req, size_t len,
 		w[nw++] = tok;
 	}
 	seq = nw >= 2 ? w[1] : "-";
+	if (err == NULL && truncated)
+		err = "request too long";
 	if (err == NULL && nw >= 1 && strcmp(w[0], DP_CTL_VERSION) != 0)
 		err = "unsupported protocol version";
 	else if (err == NULL && nw < 3)
@@ -137,12 +148,17 @@ dp_ctl_serve(struct dp_core *dc, char *req, size_t len,
 	}
 	if (err != NULL) {
 		head_len = snprintf(head, sizeof(head),
-				DP_CTL_VERSION " %s error %s\n", seq, err);
+				DP_CTL_VERSION " %.*s error %s\n", DP_CTL_MAX_SEQ,
+				seq, err);
 		body_len = 0;
 	} else {
 		head_len = snprintf(head, sizeof(head),
-				DP_CTL_VERSION " %s ok\n", seq);
+				DP_CTL_VERSION " %.*s ok\n", DP_CTL_MAX_SEQ, seq);
 	}
+	if (head_len < 0)
+		head_len = 0;
+	if ((size_t)head_len >= sizeof(head))
+		head_len = sizeof(head) - 1;	/* snprintf truncated it */
 	if (peer_len > sizeof(sa_family_t)) {
 		iov[0].iov_base = head;
 		iov[0].iov_len = (size_t)head_len;
@@ -161,19 +177,23 @@ dp_ctl_serve(struct dp_core *dc, char *req, size_t len,
 static void *
 dp_ctl_loop(void *arg)
 {
+	/* One control thread: the request buffer need not be on its stack. */
+	static char req[DP_CTL_MAX_REQ + 1];
 	struct dp_core *dc = arg;
-	char req[DP_CTL_MAX_REQ + 1];
 	struct sockaddr_un peer;
 	socklen_t peer_len;
 	ssize_t n;
 
 	while (!dp_force_quit) {
 		peer_len = sizeof(peer);
-		n = recvfrom(dp_ctl_fd, req, DP_CTL_MAX_REQ, 0,
+		/* MSG_TRUNC: the datagram's real length, to refuse one that
+		 * did not fit rather than act on its first part. */
+		n = recvfrom(dp_ctl_fd, req, DP_CTL_MAX_REQ, MSG_TRUNC,
 				(struct sockaddr *)&peer, &peer_len);
 		if (n < 0)
 			continue;	/* timeout (to look at dp_force_quit) */
-		dp_ctl_serve(dc, req, (size_t)n, &peer, peer_len);
+		dp_ctl_serve(dc, req, RTE_MIN((size_t)n, (size_t)DP_CTL_MAX_REQ),
+				n > DP_CTL_MAX_REQ, &peer, peer_len);
 	}
 	return NULL;
 }

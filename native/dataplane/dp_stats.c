@@ -6,6 +6,7 @@
  * sees half a file. main.c writes one last dump after the worker stops.
  * Names and help texts come from the X-macro tables of dp_counters.h.
  * dp_stats_print is also what the control channel's "counters" returns.
+ * The memcached counters (dp_mc.h's tables) follow, from dp_mc_ctl.c.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -69,6 +70,8 @@ dp_stats_print(const struct dp_core *dc, FILE *f)
 	g.worker_us = dp_worker_us(dc);
 	DP_GLOBAL_COUNTERS(DP_PRINT_GLOBAL)
 #undef DP_PRINT_GLOBAL
+	if (dc->opt.mode == DP_MODE_SWITCH)
+		dp_mc_stats_print(dc, f);
 }
 
 int

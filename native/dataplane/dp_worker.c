@@ -11,16 +11,25 @@
  * Inside a loop: no allocation, locks, logging or system calls, except the
  * idle back-off: after DP_IDLE_SPIN_POLLS empty rounds the worker sleeps,
  * doubling the sleep up to DP_IDLE_MAX_SLEEP_US, so an idle switch does
- * not eat a shared core. Whether steering is on is loaded once per round;
- * each burst then runs a variant of dp_switch_burst compiled with steering
- * as a constant.
+ * not eat a shared core. Whether steering is on and whether a memcached
+ * pool exists are loaded once per round; each burst then runs a variant of
+ * dp_switch_burst compiled with both as constants, so a switch without
+ * pools pays nothing for MemSwitch.
  *
  *   rx burst -> dp_switch_one: runt?        -> drop, count
  *                              bad src MAC? -> drop, count
  *                              learn src
+ *                              memcached?   -> dp_mc_frame (dp_mc.c): done
+ *                                              (answered, held, dropped),
+ *                                              or switched by its new
+ *                                              destination MAC (no steering)
  *                              steer?       -> rewrite dst MAC -> tap port
  *                              dst known?   -> that port (or drop: hairpin)
  *                              else         -> flood to every other port
+ *
+ * After the ports of a round: flush, then dp_mc_round (request-table
+ * reaping and the round count that lets the control thread free old
+ * pools).
  */
 #include <unistd.h>
 
@@ -63,31 +72,6 @@ dp_stop_tsc(const struct dp_core *dc, uint64_t start)
 	if (dc->opt.run_ms == 0)
 		return UINT64_MAX;
 	return start + rte_get_tsc_hz() / 1000 * dc->opt.run_ms;
-}
-
-static inline void
-dp_tx_flush(struct dp_port *p)
-{
-	uint16_t sent, i;
-
-	if (p->tx.nb == 0)
-		return;
-	sent = rte_eth_tx_burst(p->port_id, 0, p->tx.pkts, p->tx.nb);
-	p->stats.tx_packets += sent;
-	for (i = 0; i < sent; i++)
-		p->stats.tx_bytes += rte_pktmbuf_pkt_len(p->tx.pkts[i]);
-	for (i = sent; i < p->tx.nb; i++)
-		rte_pktmbuf_free(p->tx.pkts[i]);
-	p->stats.tx_dropped += p->tx.nb - sent;
-	p->tx.nb = 0;
-}
-
-static inline void
-dp_tx_enqueue(struct dp_port *p, struct rte_mbuf *m)
-{
-	if (unlikely(p->tx.nb == DP_TX_BUF))
-		dp_tx_flush(p);
-	p->tx.pkts[p->tx.nb++] = m;
 }
 
 static inline bool
@@ -146,7 +130,7 @@ malformed:
 static inline void
 dp_flood(struct dp_core *dc, uint16_t in_idx, struct rte_mbuf *m)
 {
-	uint16_t i, n = dc->nb_ports - 1;
+	uint16_t i, n = in_idx < dc->nb_ports ? dc->nb_ports - 1 : dc->nb_ports;
 
 	if (n == 0) {
 		rte_pktmbuf_free(m);
@@ -156,20 +140,51 @@ dp_flood(struct dp_core *dc, uint16_t in_idx, struct rte_mbuf *m)
 	 * copies or frames it without writing, and each free drops one. */
 	if (n > 1)
 		rte_mbuf_refcnt_update(m, (int16_t)(n - 1));
-	dc->ports[in_idx].stats.flooded++;
+	if (in_idx < dc->nb_ports)
+		dc->ports[in_idx].stats.flooded++;
 	for (i = 0; i < dc->nb_ports; i++)
 		if (i != in_idx)
 			dp_tx_enqueue(&dc->ports[i], m);
 }
 
+/* The destination-MAC part of switching: known unicast to its port (or
+ * dropped when that is the ingress port), anything else flooded. */
+static __rte_always_inline void
+dp_l2_out(struct dp_core *dc, uint16_t in_idx, struct rte_mbuf *m,
+		struct rte_ether_hdr *eth, uint64_t now)
+{
+	int out;
+
+	if (likely(rte_is_unicast_ether_addr(&eth->dst_addr))) {
+		out = dp_mac_lookup(&dc->mac, dp_mac_key(&eth->dst_addr), now);
+		if (unlikely(out == in_idx)) {
+			dc->ports[in_idx].stats.rx_hairpin++;
+			rte_pktmbuf_free(m);
+			return;
+		}
+		if (likely(out >= 0)) {
+			dp_tx_enqueue(&dc->ports[out], m);
+			return;
+		}
+	}
+	dp_flood(dc, in_idx, m);
+}
+
+void
+dp_forward(struct dp_core *dc, uint16_t in_idx, struct rte_mbuf *m,
+		uint64_t now)
+{
+	dp_l2_out(dc, in_idx, m, rte_pktmbuf_mtod(m, struct rte_ether_hdr *),
+			now);
+}
+
 static __rte_always_inline void
 dp_switch_one(struct dp_core *dc, uint16_t in_idx, struct rte_mbuf *m,
-		uint64_t now, const bool steer)
+		uint64_t now, const bool steer, const bool mc)
 {
 	struct dp_port *in = &dc->ports[in_idx];
 	struct rte_ether_hdr *eth;
 	uint64_t src;
-	int out;
 
 	if (unlikely(rte_pktmbuf_data_len(m) < sizeof(*eth))) {
 		in->stats.rx_runt++;
@@ -185,6 +200,16 @@ dp_switch_one(struct dp_core *dc, uint16_t in_idx, struct rte_mbuf *m,
 	}
 	dp_mac_learn(&dc->mac, src, in_idx, now, &dc->stats);
 
+	if (mc) {
+		enum dp_mc_verdict v = dp_mc_frame(dc, in_idx, m, now);
+
+		if (v == DP_MC_DONE)
+			return;
+		if (v == DP_MC_SWITCH) {
+			dp_l2_out(dc, in_idx, m, eth, now);
+			return;
+		}
+	}
 	if (steer && dp_classify_steer(dc, in, m, eth)) {
 		struct dp_port *tap = &dc->ports[dc->tap_idx];
 
@@ -193,24 +218,12 @@ dp_switch_one(struct dp_core *dc, uint16_t in_idx, struct rte_mbuf *m,
 		dp_tx_enqueue(tap, m);
 		return;
 	}
-	if (likely(rte_is_unicast_ether_addr(&eth->dst_addr))) {
-		out = dp_mac_lookup(&dc->mac, dp_mac_key(&eth->dst_addr), now);
-		if (unlikely(out == in_idx)) {
-			in->stats.rx_hairpin++;
-			rte_pktmbuf_free(m);
-			return;
-		}
-		if (likely(out >= 0)) {
-			dp_tx_enqueue(&dc->ports[out], m);
-			return;
-		}
-	}
-	dp_flood(dc, in_idx, m);
+	dp_l2_out(dc, in_idx, m, eth, now);
 }
 
 static __rte_always_inline void
 dp_switch_burst(struct dp_core *dc, uint16_t in_idx, struct rte_mbuf **pkts,
-		uint16_t nb, uint64_t now, const bool steer)
+		uint16_t nb, uint64_t now, const bool steer, const bool mc)
 {
 	uint64_t bytes = 0;
 	uint16_t j;
@@ -223,7 +236,7 @@ dp_switch_burst(struct dp_core *dc, uint16_t in_idx, struct rte_mbuf **pkts,
 				pkts[j + DP_PREFETCH_AHEAD], void *));
 		/* Counted before switching: the frame may be freed. */
 		bytes += rte_pktmbuf_pkt_len(pkts[j]);
-		dp_switch_one(dc, in_idx, pkts[j], now, steer);
+		dp_switch_one(dc, in_idx, pkts[j], now, steer, mc);
 	}
 	dc->ports[in_idx].stats.rx_bytes += bytes;
 }
@@ -235,32 +248,49 @@ dp_switch_loop(struct dp_core *dc)
 	struct dp_idle idle = { 0, 1 };
 	uint16_t i, nb_rx, nb_round;
 	uint64_t now, stop;
-	bool steer_on;
+	bool steer_on, mc_on;
 
 	now = rte_rdtsc();
 	stop = dp_stop_tsc(dc, now);
 	__atomic_store_n(&dc->worker_start_tsc, now, __ATOMIC_RELEASE);
+	/* Pairs with the control thread's fence in dp_mc.c: it frees a
+	 * replaced pool at once only while this store is not visible, so no
+	 * pool load may be ordered before it. */
+	__atomic_thread_fence(__ATOMIC_SEQ_CST);
 	while (!dp_force_quit) {
 		nb_round = 0;
 		now = rte_rdtsc();
 		if (unlikely(now >= stop))
 			break;
 		steer_on = __atomic_load_n(&dc->steer_on, __ATOMIC_ACQUIRE);
+		mc_on = __atomic_load_n(&dc->mc.any_pool, __ATOMIC_ACQUIRE);
 		for (i = 0; i < dc->nb_ports; i++) {
 			struct dp_port *p = &dc->ports[i];
+			bool steer = steer_on && p->steer_capable;
 
 			nb_rx = rte_eth_rx_burst(p->port_id, 0, pkts, DP_BURST);
 			if (nb_rx == 0)
 				continue;
 			p->stats.rx_packets += nb_rx;
 			nb_round += nb_rx;
-			if (steer_on && p->steer_capable)
-				dp_switch_burst(dc, i, pkts, nb_rx, now, true);
-			else
-				dp_switch_burst(dc, i, pkts, nb_rx, now, false);
+			if (mc_on) {
+				if (steer)
+					dp_switch_burst(dc, i, pkts, nb_rx, now,
+							true, true);
+				else
+					dp_switch_burst(dc, i, pkts, nb_rx, now,
+							false, true);
+			} else if (steer) {
+				dp_switch_burst(dc, i, pkts, nb_rx, now, true,
+						false);
+			} else {
+				dp_switch_burst(dc, i, pkts, nb_rx, now, false,
+						false);
+			}
 		}
 		for (i = 0; i < dc->nb_ports; i++)
 			dp_tx_flush(&dc->ports[i]);
+		dp_mc_round(dc, now);
 		dp_idle_round(dc, &idle, nb_round);
 	}
 	for (i = 0; i < dc->nb_ports; i++)

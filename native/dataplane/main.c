@@ -5,8 +5,9 @@
  * Start-up: EAL init (ports come from EAL options, e.g.
  * --vdev net_af_packet0,iface=veth0 --vdev net_tap0,iface=tswtap0), then
  * the application options after "--", one packet pool, every port set up
- * with one rx and one tx queue in promiscuous mode, the control channel
- * (dp_ctl.c), and the loop of the chosen mode (dp_worker.c) on the main
+ * with one rx and one tx queue in promiscuous mode, the memcached state
+ * and its pool file (dp_mc_ctl.c), the control channel (dp_ctl.c), and
+ * the loop of the chosen mode (dp_worker.c) on the main
  * lcore. SIGINT and SIGTERM only set a flag, and --run-ms ends the loop by
  * itself; then the last counters are written and the ports closed. Any
  * start-up failure exits with a message; nothing aborts afterwards.
@@ -56,9 +57,27 @@ dp_usage(const char *prog)
 		"  --mode switch|bare       L2 switch with steering (default), or\n"
 		"                           port i to port i+1 unseen (baseline)\n"
 		"  --run-ms N               stop after N milliseconds (benchmarks)\n"
-		"  --no-backoff             busy-poll even when idle (benchmarks)\n",
+		"  --no-backoff             busy-poll even when idle (benchmarks)\n"
+		"memcached over UDP (MemSwitch, dp_mc.h; pools come from the\n"
+		"control channel's mc-pool or from --mc-pool-file):\n"
+		"  --mc-cache-slots N       hot-key cache slots, 0 for no cache\n"
+		"                           (default %u)\n"
+		"  --mc-max-value BYTES     largest value cached, at most %u\n"
+		"                           (default %u)\n"
+		"  --mc-hot-threshold N     gets of a key (sketch estimate) before\n"
+		"                           it is cached, 1..65535 (default %u)\n"
+		"  --mc-cache-ttl-ms N      cached values expire after N ms\n"
+		"                           (default %u)\n"
+		"  --mc-write-timeout-ms N  a write whose reply is not seen keeps\n"
+		"                           its keys uncacheable this long\n"
+		"                           (default %u)\n"
+		"  --mc-pool-file PATH      control lines (mc-pool ...) applied at\n"
+		"                           start-up; # starts a comment line\n",
 		prog, DP_STATS_INTERVAL_MS_DEFAULT, DP_MAC_AGE_S_DEFAULT,
-		DP_MAX_STEER_PORTS, DP_MAX_STATIC_MACS);
+		DP_MAX_STEER_PORTS, DP_MAX_STATIC_MACS,
+		DP_MC_CACHE_SLOTS_DEFAULT, DP_MC_MAX_VALUE_LIMIT,
+		DP_MC_MAX_VALUE_DEFAULT, DP_MC_HOT_THRESHOLD_DEFAULT,
+		DP_MC_TTL_MS_DEFAULT, DP_MC_WRITE_TIMEOUT_MS_DEFAULT);
 }
 
 static unsigned long
@@ -101,10 +120,13 @@ dp_parse_static_mac(struct dp_options *opt, const char *arg)
 }
 
 static void
-dp_parse_args(struct dp_options *opt, int argc, char **argv)
+dp_parse_args(struct dp_options *opt, struct dp_mc_options *mc, int argc,
+		char **argv)
 {
 	enum { O_STATS = 256, O_INTERVAL, O_AGE, O_UPLINK, O_TAP, O_STEER,
-		O_NOBACKOFF, O_STEERING, O_STATIC, O_CONTROL, O_MODE, O_RUN };
+		O_NOBACKOFF, O_STEERING, O_STATIC, O_CONTROL, O_MODE, O_RUN,
+		O_MC_SLOTS, O_MC_VALUE, O_MC_HOT, O_MC_TTL, O_MC_WTO,
+		O_MC_FILE };
 	static const struct option longopts[] = {
 		{ "stats-file", required_argument, NULL, O_STATS },
 		{ "stats-interval-ms", required_argument, NULL, O_INTERVAL },
@@ -118,6 +140,12 @@ dp_parse_args(struct dp_options *opt, int argc, char **argv)
 		{ "control", required_argument, NULL, O_CONTROL },
 		{ "mode", required_argument, NULL, O_MODE },
 		{ "run-ms", required_argument, NULL, O_RUN },
+		{ "mc-cache-slots", required_argument, NULL, O_MC_SLOTS },
+		{ "mc-max-value", required_argument, NULL, O_MC_VALUE },
+		{ "mc-hot-threshold", required_argument, NULL, O_MC_HOT },
+		{ "mc-cache-ttl-ms", required_argument, NULL, O_MC_TTL },
+		{ "mc-write-timeout-ms", required_argument, NULL, O_MC_WTO },
+		{ "mc-pool-file", required_argument, NULL, O_MC_FILE },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -128,6 +156,11 @@ dp_parse_args(struct dp_options *opt, int argc, char **argv)
 	opt->uplink_port_id = -1;
 	opt->tap_port_id = -1;
 	opt->steering = true;
+	mc->cache_slots = DP_MC_CACHE_SLOTS_DEFAULT;
+	mc->max_value = DP_MC_MAX_VALUE_DEFAULT;
+	mc->hot_threshold = DP_MC_HOT_THRESHOLD_DEFAULT;
+	mc->ttl_ms = DP_MC_TTL_MS_DEFAULT;
+	mc->write_timeout_ms = DP_MC_WRITE_TIMEOUT_MS_DEFAULT;
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
 		switch (c) {
@@ -181,6 +214,39 @@ dp_parse_args(struct dp_options *opt, int argc, char **argv)
 			break;
 		case O_RUN:
 			opt->run_ms = dp_parse_ulong(optarg, 86400000, "--run-ms");
+			break;
+		case O_MC_SLOTS:
+			mc->cache_slots = dp_parse_ulong(optarg, 1u << 24,
+					"--mc-cache-slots");
+			break;
+		case O_MC_VALUE:
+			mc->max_value = dp_parse_ulong(optarg,
+					DP_MC_MAX_VALUE_LIMIT, "--mc-max-value");
+			if (mc->max_value == 0)
+				rte_exit(EXIT_FAILURE, "--mc-max-value must be > 0\n");
+			break;
+		case O_MC_HOT:
+			mc->hot_threshold = dp_parse_ulong(optarg, 65535,
+					"--mc-hot-threshold");
+			if (mc->hot_threshold == 0)
+				rte_exit(EXIT_FAILURE,
+					"--mc-hot-threshold must be >= 1\n");
+			break;
+		case O_MC_TTL:
+			mc->ttl_ms = dp_parse_ulong(optarg, 86400000,
+					"--mc-cache-ttl-ms");
+			if (mc->ttl_ms == 0)
+				rte_exit(EXIT_FAILURE, "--mc-cache-ttl-ms must be > 0\n");
+			break;
+		case O_MC_WTO:
+			mc->write_timeout_ms = dp_parse_ulong(optarg, 3600000,
+					"--mc-write-timeout-ms");
+			if (mc->write_timeout_ms == 0)
+				rte_exit(EXIT_FAILURE,
+					"--mc-write-timeout-ms must be > 0\n");
+			break;
+		case O_MC_FILE:
+			mc->pool_file = optarg;
 			break;
 		case 'h':
 			dp_usage(argv[0]);
@@ -267,7 +333,7 @@ main(int argc, char **argv)
 	argc -= rc;
 	argv += rc;
 	argv[0] = argv[-rc];
-	dp_parse_args(&dc->opt, argc, argv);
+	dp_parse_args(&dc->opt, &dc->mc.opt, argc, argv);
 
 	signal(SIGINT, dp_signal);
 	signal(SIGTERM, dp_signal);
@@ -285,8 +351,10 @@ main(int argc, char **argv)
 		rte_exit(EXIT_FAILURE, "need at least 2 ports, have %u "
 				"(give them with --vdev)\n", dc->nb_ports);
 
+	/* Rings, transmit buffers, the per-lcore cache, and the reply
+	 * datagrams memcached splits may hold. */
 	nb_mbufs = RTE_MAX(8191u, (unsigned int)dc->nb_ports * (DP_NB_RXD + DP_NB_TXD +
-			DP_TX_BUF + DP_BURST) + DP_MBUF_CACHE * 2);
+			DP_TX_BUF + DP_BURST) + DP_MBUF_CACHE * 2) + DP_MC_MAX_HELD;
 	pool = rte_pktmbuf_pool_create("dp_mbufs", nb_mbufs, DP_MBUF_CACHE, 0,
 			RTE_MBUF_DEFAULT_BUF_SIZE, rte_socket_id());
 	if (pool == NULL)
@@ -347,6 +415,13 @@ main(int argc, char **argv)
 			rte_exit(EXIT_FAILURE, "--static-mac #%u: %s\n", i + 1,
 					strerror(-rc));
 	}
+	if (dc->opt.mode == DP_MODE_SWITCH) {
+		rc = dp_mc_init(dc, pool);
+		if (rc != 0)
+			rte_exit(EXIT_FAILURE, "memcached set-up failed\n");
+	} else if (dc->mc.opt.pool_file != NULL) {
+		rte_exit(EXIT_FAILURE, "--mc-pool-file needs --mode switch\n");
+	}
 	if (dc->opt.control_path != NULL) {
 		rc = dp_ctl_start(dc, dc->opt.control_path);
 		if (rc != 0)
@@ -383,6 +458,7 @@ main(int argc, char **argv)
 				strerror(-rc));
 	if (dc->opt.stats_file != NULL)
 		dp_stats_write(dc, NULL);
+	dp_mc_free(dc);
 	printf("tsw-dataplane: stopped\n");
 	rte_eal_cleanup();
 	return 0;
