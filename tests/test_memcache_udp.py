@@ -282,6 +282,13 @@ def test_reply_of_several_messages(scripted: Callable[[Handler], Scripted]) -> N
         assert [f[:2] for f in c.last_reply_datagrams] == [(1, 2), (0, 2), (0, 1), (0, 1)]
 
 
+def test_empty_zero_of_zero_frames_are_ignored(scripted: Callable[[Handler], Scripted]) -> None:
+    # memcached 1.6 follows some all-miss multi-gets with an empty frame "seq 0 of 0"
+    srv = scripted(lambda rid, _p, _n: [HEADER.pack(rid, 0, 0, 0), frame(rid, 0, 1, b"END\r\n")])
+    with UdpClient("127.0.0.1", srv.port, timeout=0.5, retries=0) as c:
+        assert c.get_multi([b"a", b"b"]) == {}
+
+
 def test_reply_complete() -> None:
     assert reply_complete(b"END\r\n") and reply_complete(b"STORED\r\n")
     assert reply_complete(b"VALUE a 0 2\r\n\r\n\r\nEND\r\n")

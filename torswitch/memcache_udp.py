@@ -229,6 +229,8 @@ class UdpClient:
             rid, seq, count, _reserved = HEADER.unpack_from(datagram)
             if rid != request_id:
                 continue
+            if count == 0 and seq == 0 and len(datagram) == HEADER.size:
+                continue  # memcached 1.6 sends these empty "0 of 0" frames after some replies
             if count == 0 or seq >= count or (parts and count != total):
                 raise McUdpError(f"bad frame header for request id {rid}: seq {seq} of {count}"
                                  + (f", earlier datagrams said {total}" if parts else ""))
