@@ -15,7 +15,7 @@ NATIVE_SOURCES := $(wildcard native/core/*.c native/include/tsw/*.h native/ffi/*
 PYTEST := $(PY) -m pytest
 
 .PHONY: all build deps venv hadoop-jars proto test test-unit test-integration test-c debug demo bench \
-	lint clean distclean dataplane
+	lint clean distclean dataplane tools
 
 all: build
 
@@ -65,6 +65,10 @@ proto: venv
 dataplane: deps
 	$(MAKE) -s -C native/dataplane
 
+# Small native tools (plain C): the latency probe of `torswitch bench memcached`.
+tools:
+	$(MAKE) -s -C native/tools
+
 # ---- tests ----------------------------------------------------------------------------------
 
 test-c:
@@ -78,11 +82,11 @@ debug:
 test-unit: build test-c
 	$(PYTEST) -q tests
 
-test-integration: build dataplane $(STAMPS)/spark
+test-integration: build dataplane tools $(STAMPS)/spark
 	$(PYTEST) -q integration
 
 # The README's test command: C known-answer tests, fast tests, then real peers.
-test: build test-c dataplane $(STAMPS)/spark
+test: build test-c dataplane tools $(STAMPS)/spark
 	$(PYTEST) -q tests integration
 
 # ---- the main job ---------------------------------------------------------------------------
@@ -107,7 +111,7 @@ lint: build
 	$(VENV)/bin/mypy torswitch
 
 clean:
-	rm -rf build native/tests/build native/dataplane/build native/dataplane/tests/build torswitch/_core*.so torswitch/_core.c torswitch/api $(STAMPS)
+	rm -rf build native/tests/build native/tools/build native/dataplane/build native/dataplane/tests/build torswitch/_core*.so torswitch/_core.c torswitch/api $(STAMPS)
 
 distclean: clean
 	rm -rf $(VENV) hadoop/lib

@@ -106,3 +106,9 @@ def test_errors_name_file_line_and_pool(text: str, expected: str) -> None:
 def test_unknown_pool_lists_pools() -> None:
     with pytest.raises(ConfigError, match="no pool named 'zeta' \\(pools: alpha\\)"):
         config.loads(GOOD, "n.yml").pool("zeta")
+
+
+def test_tsw_cache_is_a_pool_bool() -> None:
+    pool = config.loads("p:\n  listen: 198.18.70.100:11211\n  tsw_cache: false\n"
+                 "  servers:\n    - 198.18.70.21:11211:1\n").pool("p")
+    assert pool.extra["tsw_cache"] is False

@@ -28,6 +28,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "torswitch.commands.directory",
     "torswitch.commands.hint",
     "torswitch.commands.spark",
+    "torswitch.commands.memswitch",
 )
 
 

@@ -46,7 +46,9 @@ _POOL_NUMBERS = frozenset({
     "timeout", "backlog", "client_connections", "redis_db", "server_connections",
     "server_retry_timeout", "server_failure_limit",
 })
-_POOL_BOOLS = frozenset({"redis", "preconnect", "auto_eject_hosts"})
+# tsw_cache is torswitch's own (MemSwitch's in-switch cache on or off for the pool); nutcracker
+# refuses it, so files shared with a nutcracker leave it out.
+_POOL_BOOLS = frozenset({"redis", "preconnect", "auto_eject_hosts", "tsw_cache"})
 _POOL_STRINGS = frozenset({"listen", "hash", "hash_tag", "distribution", "redis_auth"})
 POOL_KEYS = _POOL_NUMBERS | _POOL_BOOLS | _POOL_STRINGS | {"servers"}
 

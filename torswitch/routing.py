@@ -22,6 +22,12 @@ DISTRIBUTIONS: tuple[str, ...] = _native.DIST_NAMES
 NONE = _native.ROUTE_NONE
 
 
+def nutcracker_sort_key(server: Server) -> tuple[int, bytes]:
+    """nutcracker's order of a pool's servers: by ring identity, shorter first, then bytewise
+    (its string_compare)."""
+    return (len(server.identity), server.identity)
+
+
 class Ring:
     """An immutable routing table for one pool.
 
@@ -61,8 +67,7 @@ class Ring:
         # nutcracker sorts a pool's servers by name (shorter names first, then bytewise; its
         # string_compare) before building the distribution, which decides modula slots and
         # ketama ties. Build in that order; lookups still answer with our own indexes.
-        order = sorted(range(len(servers)), key=lambda i: (len(self.servers[i].identity),
-                                                           self.servers[i].identity))
+        order = sorted(range(len(servers)), key=lambda i: nutcracker_sort_key(self.servers[i]))
         position = {orig: pos for pos, orig in enumerate(order)}
         self._native = _native.NativeRing(
             distribution=DISTRIBUTIONS.index(distribution),

@@ -10,5 +10,5 @@ same run, because the machines are shared and noisy.
 """
 
 BENCHMARKS: tuple[str, ...] = (
-    "routing", "codec", "dataplane", "directory", "blockengine", "iterative",
+    "routing", "codec", "dataplane", "directory", "blockengine", "iterative", "memcached",
 )
