@@ -6,10 +6,13 @@ Topology (all namespaces prefixed dp6-, addresses 198.18.60.0/24):
     dp6-h2 eth0 .2 ──veth── dp6p2 ├─ tsw-dataplane (af_packet ports) in dp6-tor
     dp6-h3 eth0 .3 ──veth── dp6p3 ┘   + net_tap port dp6tap0 (.254): the exception path
 
-Hosts' veths have transmit checksum offload off (tor-interception.md B.4). The data plane steers
-rack TCP to port 9866 to the tap, where an nftables redirect hands it to a listener in dp6-tor.
-The control channel tests change steering at run time and restore it; the fail-open test runs a
-health checker against a stand-in engine in dp6-tor and a stand-in DataNode on dp6-h2.
+(dp6 is the default stem of every name; $TORSWITCH_TEST_DP_STEM changes it.) Hosts' veths have
+transmit checksum offload off (tor-interception.md B.4). The data plane steers rack TCP to port
+9866 to the tap, where an nftables redirect hands it to a listener in dp6-tor. The control
+channel tests change steering at run time and restore it; the fail-open test runs a health
+checker against a stand-in engine in dp6-tor and a stand-in DataNode on dp6-h2. The per-flow
+tests keep connections open across steering changes (each connection stays with the side that
+got its SYN), and the lease test lets a leased "steering on" run out.
 Everything is torn down by the fixtures, also on failure. If DPDK cannot start, tests fail with
 its log; nothing is skipped.
 """
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import random
 import socket
 import subprocess
@@ -28,12 +32,17 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from torswitch import cli
-from torswitch.dataplane import ControlError, Dataplane, DataplaneConfig, tcp_probe
+from torswitch.dataplane import ControlError, Dataplane, DataplaneConfig, in_netns, tcp_probe
 
-PREFIX = "dp6-"
+# The stem of every name here (namespaces, interfaces, the nft table, the EAL prefix):
+# $TORSWITCH_TEST_DP_STEM, so two runs side by side do not collide (at most 6 characters).
+STEM = os.environ.get("TORSWITCH_TEST_DP_STEM", "dp6")
+PREFIX = f"{STEM}-"
 HOSTS = {f"{PREFIX}h{i}": f"198.18.60.{i}" for i in (1, 2, 3)}
 TOR = f"{PREFIX}tor"
-TAP = "dp6tap0"
+TAP = f"{STEM}tap0"
+PORTS = [f"{STEM}p{i}" for i in (1, 2, 3)]
+NFT = STEM
 TAP_ADDR = "198.18.60.254"
 STEER_PORT = 9866
 ENGINE_PORT = 19866
@@ -131,12 +140,12 @@ def topology() -> Iterator[None]:
             run("ip", "netns", "add", ns)
             # Both ends are created inside our namespaces; nothing touches the host's interfaces.
             run("ip", "-n", ns, "link", "add", "eth0", "type", "veth", "peer", "name",
-                f"dp6p{i}", "netns", TOR)
+                PORTS[i - 1], "netns", TOR)
             run("ip", "-n", ns, "addr", "add", f"{addr}/24", "dev", "eth0")
             run("ip", "-n", ns, "link", "set", "lo", "up")
             run("ip", "-n", ns, "link", "set", "eth0", "up")
             run("ethtool", "-K", "eth0", "tx", "off", netns=ns)
-            run("ip", "-n", TOR, "link", "set", f"dp6p{i}", "up")
+            run("ip", "-n", TOR, "link", "set", PORTS[i - 1], "up")
         yield
     finally:
         delete_namespaces()
@@ -149,7 +158,7 @@ class Daemon:
         self.proc = subprocess.Popen(
             ["ip", "netns", "exec", netns, sys.executable, "-c", script, *args],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        assert self.proc.stdout is not None
+        assert self.proc.stdout is not None and self.proc.stderr is not None
         line = self.proc.stdout.readline()
         if line.strip() != "ready":
             self.stop()
@@ -164,9 +173,9 @@ class Daemon:
 @pytest.fixture(scope="module")
 def dataplane(topology: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dataplane]:
     config = DataplaneConfig(
-        rack_ifaces=[f"dp6p{i}" for i in (1, 2, 3)], tap_iface=TAP,
+        rack_ifaces=PORTS, tap_iface=TAP,
         steer_tcp_ports=[STEER_PORT], netns=TOR, stats_interval_ms=100,
-        file_prefix="dp6-test")
+        file_prefix=f"{STEM}-test")
     dp = Dataplane(config, tmp_path_factory.mktemp("dataplane"))
     dp.start()  # raises with DPDK's log if it cannot start: never a skip
     try:
@@ -213,8 +222,8 @@ def test_echo(dataplane: Dataplane, echo_servers: None, proto: str, src: str, ds
 def test_counters_add_up(dataplane: Dataplane) -> None:
     run("ping", "-c", "3", "-i", "0.2", "-W", "2", HOSTS[f"{PREFIX}h2"], netns=f"{PREFIX}h1")
     c = dataplane.wait_counters()
-    p1 = c.port("dp6p1")
-    assert p1["rx_packets"] >= 3 and c.port("dp6p2")["tx_packets"] >= 3
+    p1 = c.port(PORTS[0])
+    assert p1["rx_packets"] >= 3 and c.port(PORTS[1])["tx_packets"] >= 3
     assert c.totals["mac_learned"] >= 3
     assert set(c.help) >= {"rx_packets", "tx_dropped", "rx_l3_malformed", "idle_sleeps"}
 
@@ -227,24 +236,24 @@ def test_idle_backs_off(dataplane: Dataplane) -> None:
 
 
 def test_hdfs_port_steered_to_tap(dataplane: Dataplane, echo_servers: None) -> None:
-    run("nft", "add table ip dp6", netns=TOR)
+    run("nft", f"add table ip {NFT}", netns=TOR)
     try:
-        run("nft", "add chain ip dp6 pre { type nat hook prerouting priority -100 ; }",
+        run("nft", f"add chain ip {NFT} pre {{ type nat hook prerouting priority -100 ; }}",
             netns=TOR)
-        run("nft", f'add rule ip dp6 pre iifname "{TAP}" tcp dport {STEER_PORT} '
+        run("nft", f'add rule ip {NFT} pre iifname "{TAP}" tcp dport {STEER_PORT} '
             f"redirect to :{ENGINE_PORT}", netns=TOR)
         engine = Daemon(TOR, ENGINE, str(ENGINE_PORT))
         try:
-            before = dataplane.wait_counters().port("dp6p1")["steered"]
+            before = dataplane.wait_counters().port(PORTS[0])["steered"]
             dst = HOSTS[f"{PREFIX}h2"]
             res = run(sys.executable, "-c", CLIENT, "tcp", dst, str(STEER_PORT), "read",
                       netns=f"{PREFIX}h1")
             assert res.stdout.strip() == f"engine saw {dst}:{STEER_PORT}"
-            assert dataplane.wait_counters().port("dp6p1")["steered"] > before
+            assert dataplane.wait_counters().port(PORTS[0])["steered"] > before
         finally:
             engine.stop()
     finally:
-        run("nft", "delete table ip dp6", netns=TOR, check=False)
+        run("nft", f"delete table ip {NFT}", netns=TOR, check=False)
     # Other TCP between the same hosts is still switched straight through.
     res = run(sys.executable, "-c", CLIENT, "tcp", HOSTS[f"{PREFIX}h2"], str(ECHO_PORT), "hi",
               netns=f"{PREFIX}h1")
@@ -278,7 +287,7 @@ def test_garbage_frames_counted_not_fatal(dataplane: Dataplane, echo_servers: No
     bad_src = sum(1 for f in noise if f[6] & 1 or f[6:12] == bytes(6))
     runts = [b"\x01\x02\x03\x04\x05\x06\x07\x08\x09\x0a"]
 
-    before = dataplane.wait_counters().port("dp6p1")
+    before = dataplane.wait_counters().port(PORTS[0])
     frames = malformed + noise + runts
     refused = 0
     for i in range(0, len(frames), 50):
@@ -288,7 +297,7 @@ def test_garbage_frames_counted_not_fatal(dataplane: Dataplane, echo_servers: No
     assert refused <= len(runts), "only runts may be refused by the kernel"
     time.sleep(0.5)
     dataplane.check()
-    after = dataplane.wait_counters().port("dp6p1")
+    after = dataplane.wait_counters().port(PORTS[0])
 
     assert after["rx_l3_malformed"] - before["rx_l3_malformed"] >= len(malformed)
     assert after["rx_bad_src_mac"] - before["rx_bad_src_mac"] == bad_src
@@ -315,19 +324,19 @@ def _wait_for(cond: Callable[[], bool], what: str, timeout: float = 5.0) -> None
 def hdfs_redirect(dataplane: Dataplane, echo_servers: None) -> Iterator[None]:
     """The ToR's redirect of steered HDFS TCP to ENGINE_PORT, and a stand-in DataNode (an echo
     server) on dp6-h2's STEER_PORT, so a direct connection answers with its own message."""
-    run("nft", "add table ip dp6", netns=TOR)
+    run("nft", f"add table ip {NFT}", netns=TOR)
     datanode: Daemon | None = None
     try:
-        run("nft", "add chain ip dp6 pre { type nat hook prerouting priority -100 ; }",
+        run("nft", f"add chain ip {NFT} pre {{ type nat hook prerouting priority -100 ; }}",
             netns=TOR)
-        run("nft", f'add rule ip dp6 pre iifname "{TAP}" tcp dport {STEER_PORT} '
+        run("nft", f'add rule ip {NFT} pre iifname "{TAP}" tcp dport {STEER_PORT} '
             f"redirect to :{ENGINE_PORT}", netns=TOR)
         datanode = Daemon(f"{PREFIX}h2", ECHO_SERVER, str(STEER_PORT))
         yield
     finally:
         if datanode is not None:
             datanode.stop()
-        run("nft", "delete table ip dp6", netns=TOR, check=False)
+        run("nft", f"delete table ip {NFT}", netns=TOR, check=False)
 
 
 def _hdfs_read(msg: str) -> str:
@@ -361,7 +370,7 @@ def test_control_status_and_validation(dataplane: Dataplane) -> None:
     (dataplane.workdir / "raw.sock").unlink()
     # The counters over the channel are the stats file's.
     over_channel = ctl.counters(dataplane.config.port_ifaces())
-    assert set(over_channel.ports) == {"dp6p1", "dp6p2", "dp6p3", TAP}
+    assert set(over_channel.ports) == {*PORTS, TAP}
     assert set(over_channel.help) == set(dataplane.counters().help)
 
 
@@ -423,3 +432,127 @@ def test_cli_status_and_counters(dataplane: Dataplane,
                                              "net_af_packet2", "net_tap0"]
     assert any(line.startswith("rx_packets ") for line in table.splitlines())
     assert cli.main(["dataplane", "status", "--control", path + ".missing"]) == 1
+
+
+# ---- steering per flow, and its lease (issue 6) -----------------------------------------------
+
+# A line server for long-lived connections: answers each line with TAG:line, any number of
+# times per connection, many connections at once.
+LINE_SERVER = r"""
+import socket, sys, threading
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", int(sys.argv[1]))); s.listen(16)
+tag = sys.argv[2].encode()
+def serve(c):
+    with c, c.makefile("rwb") as f:
+        for line in f:
+            f.write(tag + b":" + line)
+            f.flush()
+print("ready", flush=True)
+while True:
+    c, _ = s.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+"""
+
+
+@pytest.fixture
+def line_servers(dataplane: Dataplane) -> Iterator[None]:
+    """The ToR's redirect of steered TCP to a line server tagged "engine" in the ToR, and a line
+    server tagged "dn" on h2's STEER_PORT (the DataNode)."""
+    daemons: list[Daemon] = []
+    run("nft", f"add table ip {NFT}", netns=TOR)
+    try:
+        run("nft", f"add chain ip {NFT} pre {{ type nat hook prerouting priority -100 ; }}",
+            netns=TOR)
+        run("nft", f'add rule ip {NFT} pre iifname "{TAP}" tcp dport {STEER_PORT} '
+            f"redirect to :{ENGINE_PORT}", netns=TOR)
+        daemons.append(Daemon(TOR, LINE_SERVER, str(ENGINE_PORT), "engine"))
+        daemons.append(Daemon(f"{PREFIX}h2", LINE_SERVER, str(STEER_PORT), "dn"))
+        yield
+    finally:
+        for d in daemons:
+            d.stop()
+        run("nft", f"delete table ip {NFT}", netns=TOR, check=False)
+
+
+class LineClient:
+    """A connection from h1 to h2's STEER_PORT, opened in h1's namespace from this process."""
+
+    def __init__(self) -> None:
+        with in_netns(f"{PREFIX}h1"):
+            self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.settimeout(5)
+        self.sock.connect((HOSTS[f"{PREFIX}h2"], STEER_PORT))
+        self.file = self.sock.makefile("rwb")
+
+    def say(self, msg: str) -> str:
+        """Send one line; returns the answer line (TAG:msg), without its newline."""
+        self.file.write(msg.encode() + b"\n")
+        self.file.flush()
+        return self.file.readline().decode().rstrip("\n")
+
+    def close(self) -> None:
+        self.file.close()
+        self.sock.close()
+
+
+def test_steering_is_decided_per_flow(dataplane: Dataplane, line_servers: None) -> None:
+    ctl = dataplane.control
+    big = "x" * 30000  # many segments each way
+    clients: list[LineClient] = []
+    before = dataplane.wait_counters().totals
+    try:
+        ctl.set_steering(True)
+        steered = LineClient()
+        clients.append(steered)
+        assert steered.say("one") == "engine:one"
+        ctl.set_steering(False)
+        # New connections go straight to the DataNode at once; the steered one stays.
+        direct = LineClient()
+        clients.append(direct)
+        assert direct.say("two") == "dn:two"
+        assert steered.say(big) == "engine:" + big
+        ctl.set_steering(True)
+        # And the other way round: the direct one stays direct.
+        assert direct.say(big) == "dn:" + big
+        fresh = LineClient()
+        clients.append(fresh)
+        assert fresh.say("three") == "engine:three"
+        assert steered.say("four") == "engine:four" and direct.say("five") == "dn:five"
+        after = dataplane.wait_counters().totals
+        assert after["flows_steered"] - before["flows_steered"] == 2
+        assert after["flows_direct"] - before["flows_direct"] == 1
+        assert after["flow_evicted"] == before["flow_evicted"]
+    finally:
+        for c in clients:
+            c.close()
+        ctl.set_steering(True)
+    dataplane.check()
+
+
+def test_steering_lease_runs_out(dataplane: Dataplane) -> None:
+    ctl = dataplane.control
+    try:
+        st = ctl.status()
+        assert st["flow_slots"] == "65536" and st["flow_idle_s"] == "300"
+        ctl.set_steering(True, lease_ms=400)
+        assert 0 < int(ctl.status()["steering_lease_ms"]) <= 400
+        for _ in range(6):  # renewed every 0.2 s: stays on for 1.2 s
+            time.sleep(0.2)
+            assert ctl.status()["steering"] == "on"
+            ctl.set_steering(True, lease_ms=400)
+        _wait_for(lambda: ctl.status()["steering"] == "off", "the lease to run out", 2.0)
+        assert ctl.status()["steering_lease_ms"] == "none"
+        assert "lease ran out" in dataplane.log_tail(5)
+        # Without a lease, on stays on; off cancels a lease.
+        ctl.set_steering(True, lease_ms=300)
+        ctl.set_steering(True)
+        assert ctl.status()["steering_lease_ms"] == "none"
+        time.sleep(0.6)
+        assert ctl.status()["steering"] == "on"
+        with pytest.raises(ControlError, match="lease"):
+            ctl.request("steering", "off", "100")
+        with pytest.raises(ControlError, match="lease"):
+            ctl.request("steering", "on", "0")
+    finally:
+        ctl.set_steering(True)

@@ -1,10 +1,11 @@
 """The DPDK-mode ToR on a real testbed: `testbed up --tor dpdk` (issue 6, item 6).
 
 A testbed instance of its own (``dpx``, or $TORSWITCH_TEST_DPDK_TESTBED; 1 client, 2
-DataNodes), whose ToR namespace has no bridge: `torswitch run --dataplane` runs tsw-dataplane
-on af_packet ports (c1, uplink) with a tap (tswtap0, 198.18.1.1) and the block engine, and
-steers c1's TCP to 9866 to the tap while the engine is healthy. Everything between c1 and the
-rest of the cluster crosses the data plane. Checked here:
+DataNodes), whose ToR namespace has no bridge: `torswitch dataplane serve` runs tsw-dataplane on
+af_packet ports (c1, uplink) with a tap (tswtap0, 198.18.1.1), and `torswitch run
+--dataplane-control` runs the block engine and steers c1's new TCP connections to 9866 to the
+tap while the engine is healthy. Everything between c1 and the rest of the cluster crosses the
+data plane. Checked here:
 
   - ping, TCP and UDP from c1 to the NameNode, the DataNodes and the ToR's own address;
   - FsShell write and read: the first read a miss, the second a hit with identical bytes and
@@ -13,6 +14,10 @@ rest of the cluster crosses the data plane. Checked here:
     DataNodes, still correct;
   - malformed frames injected from c1 are counted, and the data plane is still the same
     process and still switching;
+  - killing the engine's supervisor (SIGKILL) leaves the rack switching: a read right after
+    it succeeds (the client's retries go direct), the steering lease runs out within seconds,
+    and the data plane is the same process; stopping and starting the engine does not restart
+    the data plane either;
   - `testbed status` shows the data plane's PID and counters, `down` leaves no process and
     no EAL runtime directory.
 """
@@ -168,7 +173,10 @@ def test_status_shows_the_data_plane(engine: Testbed) -> None:
     report = engine.status()
     assert report.problems == []
     dp = report.engine["dataplane"]
+    assert dp["service_running"] and dp["steering"] is True
     assert dp["pid"] and Path(f"/proc/{dp['pid']}").exists()
+    # The data plane is the service's child, not the engine supervisor's.
+    assert _parent(dp["pid"]) == dp["service_pid"] != report.engine["supervisor_pid"]
     assert b"tsw-dataplane" in Path(f"/proc/{dp['pid']}/cmdline").read_bytes()
     assert set(dp["ports"]) == {"c1", "uplink", "tswtap0"}
     assert report.engine["interception"]["active"]
@@ -312,3 +320,75 @@ def test_engine_metrics_carry_the_data_plane_counters(engine: Testbed) -> None:
                if line.startswith("torswitch_dataplane_rx_packets_total{")]
     assert samples, "no data-plane counters on the engine's /metrics"
     assert sum(float(line.rsplit(" ", 1)[1]) for line in samples) > 0
+
+
+def _parent(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def _wait_steering(tb: Testbed, on: bool, timeout: float) -> float:
+    """Seconds until the data plane reports steering on (off); fails after timeout."""
+    start = time.monotonic()
+    while dataplane(tb)["steering"] is not on:
+        assert time.monotonic() - start < timeout, f"steering not {'on' if on else 'off'}"
+        time.sleep(0.1)
+    return time.monotonic() - start
+
+
+def test_killed_supervisor_leaves_the_rack_switching(engine: Testbed, hdfs_file: bytes) -> None:
+    tb = engine
+    status = tb.engine_status()
+    dp = status["dataplane"]
+    assert dp["steering"] is True
+    try:
+        os.kill(status["supervisor_pid"], signal.SIGKILL)
+        # At once: the engine goes with its supervisor, steering stays on until its lease (5 s)
+        # runs out. A read started now may first be steered into the void; the client
+        # retries, and its retries go straight to the DataNodes.
+        read = subprocess.Popen(tb.argv("c1", ["hdfs", "dfs", "-cat", "/dpdk.bin"]),
+                                env=tb.client_env("c1"), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+        try:
+            assert _wait_steering(tb, False, timeout=10) < 8  # the lease ran out
+            out, err = read.communicate(timeout=120)
+        finally:
+            if read.poll() is None:
+                read.kill()
+                read.wait()
+        assert read.returncode == 0, err.decode()[-2000:]
+        assert out == hdfs_file
+        steered = port_counters(tb, "c1")["steered"]
+        assert tb.hdfs("c1", "dfs", "-cat", "/dpdk.bin").stdout == hdfs_file
+        assert port_counters(tb, "c1")["steered"] == steered  # direct
+        proc = tb.run("c1", ["ping", "-c", "2", "-i", "0.2", "-W", "2", tb.addresses["dn1"]],
+                      check=False)
+        assert proc.returncode == 0
+        now = dataplane(tb)
+        assert (now["pid"], now["service_pid"], now["restarts"]) == (
+            dp["pid"], dp["service_pid"], dp["restarts"])
+    finally:
+        tb.start_engine()
+    tb.wait_engine(True)
+    assert dataplane(tb)["pid"] == dp["pid"]
+
+
+def test_engine_stop_and_start_keep_the_data_plane(engine: Testbed, hdfs_file: bytes) -> None:
+    tb = engine
+    dp = dataplane(tb)
+    try:
+        tb.stop_engine()
+        # A clean exit turns steering off at once and takes the redirect away.
+        assert dataplane(tb)["steering"] is False
+        assert not tb.engine_status()["interception"]["installed"]
+        assert tb.hdfs("c1", "dfs", "-cat", "/dpdk.bin").stdout == hdfs_file
+        assert tb.run("c1", ["ping", "-c", "1", "-W", "2", tb.addresses["nn"]],
+                      check=False).returncode == 0
+    finally:
+        tb.start_engine()
+    tb.wait_engine(True)
+    now = dataplane(tb)
+    assert (now["pid"], now["service_pid"], now["restarts"]) == (
+        dp["pid"], dp["service_pid"], dp["restarts"])
+    steered = port_counters(tb, "c1")["steered"]
+    assert tb.hdfs("c1", "dfs", "-cat", "/dpdk.bin").stdout == hdfs_file
+    assert port_counters(tb, "c1")["steered"] > steered  # through the engine again

@@ -15,6 +15,7 @@ import pytest
 from torswitch import cli
 from torswitch.dataplane import (
     CONTROL_MAX_REQUEST,
+    MAX_STEERING_LEASE_MS,
     ControlClient,
     ControlError,
     Counters,
@@ -439,3 +440,31 @@ def test_control_client_memcached_commands(
     assert len(seen[0]) <= CONTROL_MAX_REQUEST
     assert [d.decode().split(" ", 3)[2] for d in seen[2:]] == ["mc-pool-del", "mc-flush",
                                                                 "mc-status"]
+
+
+# ---- steering leases (issue 6) ------------------------------------------------------------------
+
+def test_control_client_steering_lease(peer: tuple[str, list[bytes],
+                                                   list[Callable[[str], list[bytes]]]]) -> None:
+    path, seen, scripts = peer
+    scripts += [lambda seq: [f"v1 {seq} ok\n".encode()]] * 2
+    with ControlClient(path, timeout=0.3) as client:
+        client.set_steering(True, lease_ms=5000)
+        client.set_steering(False)
+        for bad in (0, MAX_STEERING_LEASE_MS + 1):
+            with pytest.raises(ValueError, match="lease"):
+                client.set_steering(True, lease_ms=bad)
+        with pytest.raises(ValueError, match="only steering on"):
+            client.set_steering(False, lease_ms=100)
+    assert [d.split(b" ", 2)[2] for d in seen] == [b"steering on 5000", b"steering off"]
+
+
+def test_argv_flow_idle() -> None:
+    config = DataplaneConfig(rack_ifaces=["veth0"], flow_idle_s=30)
+    argv = build_argv(config, Path("/tmp/s"))
+    assert argv[argv.index("--flow-idle-s") + 1] == "30"
+    assert "--flow-idle-s" not in build_argv(DataplaneConfig(rack_ifaces=["veth0"]),
+                                             Path("/tmp/s"))
+    for bad in (0, 86401):
+        with pytest.raises(ValueError, match="flow_idle_s"):
+            DataplaneConfig(rack_ifaces=["veth0"], flow_idle_s=bad)

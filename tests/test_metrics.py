@@ -44,6 +44,9 @@ tsw_dataplane_rx_packets_total{port="1",name="net_af_packet1",role="uplink"} 3
 # HELP tsw_dataplane_steered_total frames steered to the exception (tap) port
 tsw_dataplane_steered_total{port="0",name="net_af_packet0",role="rack"} 5
 tsw_dataplane_mac_learned_total 7
+# HELP tsw_dataplane_mc_cache_entries live entries of the hot-key cache
+# TYPE tsw_dataplane_mc_cache_entries gauge
+tsw_dataplane_mc_cache_entries 4
 """
 
 
@@ -59,6 +62,8 @@ def test_dataplane_counters_are_reexported(tmp_path: pathlib.Path) -> None:
     assert 'torswitch_dataplane_rx_packets_total{port="net_af_packet0"} 12.0' in text
     assert 'torswitch_dataplane_steered_total{port="net_af_packet0"} 5.0' in text
     assert "torswitch_dataplane_mac_learned_total 7.0" in text
+    assert "# TYPE torswitch_dataplane_mc_cache_entries gauge" in text
+    assert "torswitch_dataplane_mc_cache_entries 4.0" in text
     stats.write_text("garbage line\n")  # a broken file yields no data-plane samples, no error
     assert "torswitch_dataplane" not in generate_latest(registry).decode()
     cache.close()

@@ -1,7 +1,8 @@
 """torswitch.tor_dpdk without DPDK or a namespace: the tap redirect's rules, the keeper's
-restarts (a stand-in process for tsw-dataplane), the steering interception's order of
-operations, and the supervisor keeping its companion. The real thing, on a testbed with
---tor dpdk, is integration/test_tor_dpdk.py."""
+restarts (a stand-in process for tsw-dataplane), the data plane service loop, the steering
+interception's order of operations and leases, steering through a control socket, and the
+supervisor keeping its companion. The real thing, on a testbed with --tor dpdk, is
+integration/test_tor_dpdk.py."""
 
 from __future__ import annotations
 
@@ -24,11 +25,13 @@ from torswitch.testbed import topology, tor
 from torswitch.testbed.state import RunDir
 from torswitch.tor_dpdk import (
     TABLE_TAP,
+    ControlSteering,
     DataplaneKeeper,
     KeeperTiming,
     SteeringInterception,
     redirect_counter,
     redirect_text,
+    serve,
 )
 
 FAKE_ENGINE = Path(__file__).parent / "fake_engine.py"
@@ -133,10 +136,11 @@ class FakeKeeper:
     def __init__(self, log: list[str], fail: bool = False) -> None:
         self.log, self.fail = log, fail
 
-    def set_steering(self, on: bool) -> None:
+    def set_steering(self, on: bool, lease_ms: int | None = None) -> None:
         if self.fail:
             raise DataplaneError("control socket gone")
-        self.log.append(f"steering {'on' if on else 'off'}")
+        self.log.append(f"steering {'on' if on else 'off'}"
+                        + (f" {lease_ms}" if lease_ms is not None else ""))
 
 
 class FakeRedirect:
@@ -158,18 +162,99 @@ class FakeRedirect:
 def test_steering_interception_order() -> None:
     log: list[str] = []
     redirect = FakeRedirect(log)
-    it = SteeringInterception(FakeKeeper(log), redirect)  # type: ignore[arg-type]
+    it = SteeringInterception(FakeKeeper(log), redirect, lease_ms=5000)  # type: ignore[arg-type]
     it.install()
     it.renew()
     it.remove()
-    assert log == ["redirect install", "steering on", "steering on", "steering off",
-                   "redirect remove"]
+    # Off keeps the redirect: flows steered before still reach the engine (per-flow steering).
+    assert log == ["redirect install", "steering on 5000", "steering on 5000", "steering off"]
+    assert redirect.present
     log.clear()
+    it.renew()
+    assert log == ["steering on 5000"]
+    log.clear()
+    redirect.present = False
     it.renew()  # the table went away behind our back: put back, steering on again
-    assert log == ["redirect install", "steering on"]
+    assert log == ["redirect install", "steering on 5000"]
+    log.clear()
+    it.close()  # the supervisor leaves: steering off, then the redirect goes
+    assert log == ["steering off", "redirect remove"]
     broken = SteeringInterception(FakeKeeper(log, fail=True), redirect)  # type: ignore[arg-type]
     with pytest.raises(InterceptionError, match="control socket gone"):
         broken.install()
+    log.clear()
+    with pytest.raises(InterceptionError, match="control socket gone"):
+        broken.close()
+    assert log == ["redirect remove"]  # tried anyway
+
+
+def test_control_steering_against_a_data_plane_that_is_not_there(tmp_path: Path) -> None:
+    steering = ControlSteering(tmp_path / "control.sock", timeout=0.2)
+    steering.set_steering(False)  # no socket: nothing steers, nothing to turn off
+    with pytest.raises(FileNotFoundError):
+        steering.set_steering(True, 5000)
+    # A socket file nobody serves (a data plane that died): the same.
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as dead:
+        dead.bind(str(tmp_path / "control.sock"))
+    steering.set_steering(False)
+    with pytest.raises(ConnectionRefusedError):
+        steering.set_steering(True, 5000)
+    steering.close()
+
+
+def test_control_steering_sends_leases(tmp_path: Path) -> None:
+    path = tmp_path / "control.sock"
+    seen: list[str] = []
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as srv:
+        srv.bind(str(path))
+        srv.settimeout(5)
+
+        def answer() -> None:
+            for _ in range(2):
+                data, peer = srv.recvfrom(4096)
+                words = data.decode().split()
+                seen.append(" ".join(words[2:]))
+                srv.sendto(f"v1 {words[1]} ok\n".encode(), peer)
+
+        thread = threading.Thread(target=answer)
+        thread.start()
+        steering = ControlSteering(path)
+        steering.set_steering(True, 3000)
+        steering.set_steering(False, 3000)  # no lease on off
+        thread.join()
+        steering.close()
+    assert seen == ["steering on 3000", "steering off"]
+
+
+def test_serve_keeps_the_data_plane_and_reports_it(tmp_path: Path, fake_binary: Path) -> None:
+    (tmp_path / "dp").mkdir()
+    taps: list[tuple[str, str]] = []
+    keeper = _keeper(tmp_path, fake_binary, taps)
+    status_file = tmp_path / "dp" / "status.json"
+    stop = threading.Event()
+    keeper.start()
+    thread = threading.Thread(target=serve, args=(keeper, stop, status_file, 0.05))
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not status_file.exists():
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        status = json.loads(status_file.read_text())
+        first = status["pid"]
+        assert status["phase"] == "running" and status["service_pid"] == os.getpid()
+        assert first == keeper.pid and status["control"].endswith("control.sock")
+        os.kill(first, signal.SIGKILL)
+        while json.loads(status_file.read_text())["pid"] in (None, first):
+            assert time.monotonic() < deadline, "not restarted"
+            time.sleep(0.05)
+        assert json.loads(status_file.read_text())["restarts"] == 1
+    finally:
+        stop.set()
+        thread.join(15)
+    status = json.loads(status_file.read_text())
+    assert status["phase"] == "stopped" and status["pid"] is None
+    assert keeper.dataplane.pid is None
 
 
 class Companion:
@@ -215,14 +300,25 @@ def test_supervisor_polls_reports_and_stops_its_companion_last(tmp_path: Path) -
     assert companion.stopped_with_engine is False  # the engine was gone first
 
 
-def test_testbed_supervisor_command_line_in_dpdk_mode(tmp_path: Path) -> None:
+def test_testbed_command_lines_in_dpdk_mode(tmp_path: Path) -> None:
     run = RunDir("unit", root=tmp_path)
     topo = topology.plan("unit", datanodes=1)
-    argv = tor.supervisor_argv(run, None, "dpdk", topo)
-    assert "--dataplane" in argv and "--namespace-mode" in argv
+    # The data plane is a service of its own ...
+    argv = tor.dataplane_service_argv(run, topo)
+    assert argv[2:5] == ["torswitch", "dataplane", "serve"] and "--namespace-mode" in argv
     assert argv[argv.index("--tap-address") + 1] == "198.18.1.1/16"
     assert argv[argv.index("--uplink") + 1] == "uplink"
     assert [argv[i + 1] for i, a in enumerate(argv) if a == "--rack-port"] == ["c1", "c2"]
-    assert argv[argv.index("--dataplane-dir") + 1] == str(tor.dataplane_dir(run))
-    assert "--dataplane" not in tor.supervisor_argv(run)
+    assert argv[argv.index("--dir") + 1] == str(tor.dataplane_dir(run))
+    assert argv[argv.index("--status-file") + 1] == str(tor.dataplane_status_path(run))
+    assert argv[argv.index("--hadoop-conf") + 1] == str(run.conf_dir("client"))
+    # ... and the engine's supervisor attaches to its control socket.
+    argv = tor.supervisor_argv(run, None, "dpdk", topo)
+    assert "--namespace-mode" in argv and "--dataplane" not in argv
+    assert argv[argv.index("--dataplane-control") + 1] == str(tor.dataplane_control(run))
+    assert argv[argv.index("--tap") + 1] == "tswtap0"
+    assert "--dataplane-control" not in tor.supervisor_argv(run)
     assert tor.eal_prefix(topo) == "tsw-dp-unit-tor-a"
+    assert not tor.is_dataplane_service(run, None)
+    assert not tor.stop_dataplane(run, None)
+    assert tor.dataplane_report(run, {"dataplane_pid": None})["service_running"] is False

@@ -13,11 +13,16 @@ Port numbering: DPDK numbers virtual devices in command-line order, so rack port
 then the uplink, then the tap. Counters are keyed by the interface each port is attached to.
 
 Control: the process serves a unix datagram socket (`--control`, protocol v1, specified in
-native/dataplane/dp_ctl.c); ControlClient speaks it: status, steering on/off, steered ports,
-counters, and MemSwitch's memcached pools (mc_pool, mc_pool_del, mc_flush, mc_status; the
+native/dataplane/dp_ctl.c); ControlClient speaks it: status, steering on/off (optionally on
+with a lease the data plane ends by itself unless renewed), steered ports, counters, and
+MemSwitch's memcached pools (mc_pool, mc_pool_del, mc_flush, mc_status; the
 data-plane side is native/dataplane/dp_mc.h). Fail-open: a HealthChecker probes the block engine (by default a TCP connect to its
 listening port inside the ToR namespace) and turns steering off while the engine is unhealthy,
 so HDFS traffic is switched straight to the DataNodes, and on again once it recovers.
+
+Steering decides per TCP connection, on its SYN (native/dataplane/dp_flow.h): turning it off
+sends new connections straight to the DataNodes at once, while connections already steered
+keep going to the engine until they end (and the other way round when it comes on).
 """
 
 from __future__ import annotations
@@ -56,6 +61,8 @@ _CONTROL_MAX_REPLY = 1 << 20
 #: Longest request the data plane takes (dp_ctl.c DP_CTL_MAX_REQ, DP_CTL_MAX_WORDS).
 CONTROL_MAX_REQUEST = 16384
 CONTROL_MAX_WORDS = 80
+#: Longest steering lease the data plane takes (dp_ctl.c DP_CTL_MAX_LEASE_MS), in ms.
+MAX_STEERING_LEASE_MS = 86_400_000
 #: MemSwitch limits (dp_mc.h).
 MC_MAX_POOLS = 8
 MC_MAX_SERVERS = 32
@@ -80,6 +87,8 @@ class DataplaneConfig:
     stats_interval_ms: period of the stats file, in milliseconds.
     no_backoff: busy-poll even when idle (benchmarks only: it burns a whole core).
     steering: whether steering starts on (a supervisor with a health check starts it off).
+    flow_idle_s: seconds after which a steering flow whose client sent nothing is forgotten
+      (None: the data plane's default, 300).
     tap_mac: the tap's MAC, or "fixed" for net_tap's fixed one; None lets net_tap pick a random
       one at each start (a supervisor that restarts the data plane wants it stable, or the
       rack's ARP caches point at a MAC that no longer exists).
@@ -98,6 +107,7 @@ class DataplaneConfig:
     memory_mb: int = 256
     stats_interval_ms: int = 200
     mac_age_s: int | None = None
+    flow_idle_s: int | None = None
     no_backoff: bool = False
     steering: bool = True
     binary: Path = DEFAULT_BINARY
@@ -120,6 +130,8 @@ class DataplaneConfig:
                 raise ValueError(f"invalid TCP port {port}")
         if self.steer_tcp_ports and self.tap_iface is None:
             raise ValueError("steering TCP ports needs a tap interface")
+        if self.flow_idle_s is not None and not 0 < self.flow_idle_s <= 86400:
+            raise ValueError("flow_idle_s must be 1..86400")
         if self.mc_cache_slots is not None and not 0 <= self.mc_cache_slots <= 1 << 24:
             raise ValueError(f"mc_cache_slots must be 0..{1 << 24}")
         if self.mc_max_value is not None and not 0 < self.mc_max_value <= MC_MAX_VALUE:
@@ -193,6 +205,8 @@ def build_argv(config: DataplaneConfig, stats_file: Path,
         argv += ["--steer-tcp-port", str(port)]
     if config.mac_age_s is not None:
         argv += ["--mac-age-s", str(config.mac_age_s)]
+    if config.flow_idle_s is not None:
+        argv += ["--flow-idle-s", str(config.flow_idle_s)]
     if config.no_backoff:
         argv.append("--no-backoff")
     if not config.steering:
@@ -227,6 +241,7 @@ class Counters:
     ports: dict[str, dict[str, int]] = dataclasses.field(default_factory=dict)
     totals: dict[str, int] = dataclasses.field(default_factory=dict)
     help: dict[str, str] = dataclasses.field(default_factory=dict)
+    types: dict[str, str] = dataclasses.field(default_factory=dict)  # "counter" or "gauge"
     pools: dict[str, dict[str, int]] = dataclasses.field(default_factory=dict)
     servers: dict[str, dict[str, int]] = dataclasses.field(default_factory=dict)
     labelled: dict[str, dict[str, int]] = dataclasses.field(default_factory=dict)
@@ -267,6 +282,8 @@ def parse_counters(text: str, port_names: dict[str, str] | None = None) -> Count
             parts = line.split(None, 3)
             if len(parts) == 4 and parts[1] == "HELP":
                 out.help[_short(parts[2])] = parts[3]
+            elif len(parts) == 4 and parts[1] == "TYPE":
+                out.types[_short(parts[2])] = parts[3]
             continue
         m = _SAMPLE.match(line)
         if m is None:
@@ -498,12 +515,24 @@ class ControlClient:
                 raise ControlError(f"{verb}: {words[3] if len(words) > 3 else head}")
 
     def status(self) -> dict[str, str]:
-        """Key/value status: protocol, mode, ports, steering, steer_tcp_ports, tap_port."""
+        """Key/value status: protocol, mode, ports, steering, steering_lease_ms (ms left, or
+        none), steer_tcp_ports, tap_port, flow_slots, flow_idle_s."""
         return dict(line.split("=", 1) for line in self.request("status").splitlines()
                     if "=" in line)
 
-    def set_steering(self, on: bool) -> None:
-        self.request("steering", "on" if on else "off")
+    def set_steering(self, on: bool, lease_ms: int | None = None) -> None:
+        """Steering of new TCP flows on or off. With lease_ms, on lasts that many
+        milliseconds unless renewed (another set_steering(True, ...)): the data plane turns it
+        off by itself when the lease runs out. Raises ValueError for a lease out of
+        1..MAX_STEERING_LEASE_MS or a lease with off."""
+        if lease_ms is None:
+            self.request("steering", "on" if on else "off")
+            return
+        if not on:
+            raise ValueError("only steering on takes a lease")
+        if not 0 < lease_ms <= MAX_STEERING_LEASE_MS:
+            raise ValueError(f"steering lease {lease_ms} ms not in 1..{MAX_STEERING_LEASE_MS}")
+        self.request("steering", "on", str(lease_ms))
 
     def set_steer_ports(self, ports: Sequence[int]) -> None:
         """Replace the steered TCP ports (validated here and again by the data plane)."""

@@ -45,8 +45,8 @@ METRICS: tuple[tuple[str, str, str, str], ...] = (
     ("torswitch_cache_blocks", "gauge", "Blocks with at least one cached segment.", "c.blocks"),
 )
 
-# Set by `torswitch run --dataplane` for the engine it starts: the data plane's stats file,
-# whose counters the engine's /metrics then carries too (torswitch_dataplane_*).
+# Set by `torswitch run` (--dataplane or --dataplane-control) for its engine: the data plane's
+# stats file, whose counters the engine's /metrics then carries too (torswitch_dataplane_*).
 DATAPLANE_STATS_ENV = "TORSWITCH_DATAPLANE_STATS"
 
 TTFB_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -99,9 +99,9 @@ class EngineCollector(Collector):
                 family.add_metric([port], float(value))
         yield from per_port.values()
         for name, value in counters.totals.items():
-            yield CounterMetricFamily(f"torswitch_dataplane_{name}",
-                                      counters.help.get(name, f"Data plane counter {name}."),
-                                      value=float(value))
+            kind = GaugeMetricFamily if counters.types.get(name) == "gauge" else CounterMetricFamily
+            yield kind(f"torswitch_dataplane_{name}",
+                       counters.help.get(name, f"Data plane counter {name}."), value=float(value))
 
     def collect(self) -> Iterator[Metric]:
         e, c = self.engine.stats, self.cache.stats

@@ -30,10 +30,14 @@ On SIGTERM (`stop`) the supervisor removes the interception first, then stops th
 (SIGTERM, SIGKILL after a grace period), so no new connection is sent to an engine on its way
 out.
 
-In DPDK mode (torswitch.tor_dpdk) the supervisor also owns the data plane, through a
-`Companion`: polled at every step (it restarts a data plane that died), its state in the
-status file, stopped last on shutdown (after the engine: rack traffic keeps flowing to the
-DataNodes until the very end).
+In DPDK mode (torswitch.tor_dpdk) the interception is the data plane's steering, which the
+supervisor holds as a lease it renews with the interception (every renew_s): a supervisor
+that is killed or stuck stops renewing and the data plane turns steering off by itself. The
+data plane normally runs as a service of its own (`torswitch dataplane serve`), so the rack
+keeps switching whatever happens here. In the older owning mode (`torswitch run --dataplane`)
+the supervisor runs it through a `Companion`: polled at every step (it restarts a data plane
+that died), its state in the status file, stopped last on shutdown (after the engine: rack
+traffic keeps flowing to the DataNodes until the very end).
 
 The supervisor is a single thread; `stop` may be called from a signal handler or another
 thread. Its state is also written, on every change, to a JSON status file that `torswitch

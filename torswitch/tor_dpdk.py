@@ -1,35 +1,49 @@
-"""The DPDK-mode ToR under `torswitch run --dataplane` (tor-interception.md, section B).
+"""The DPDK-mode ToR (tor-interception.md, section B): the data plane as a service of its own,
+and the block engine's supervisor steering through it.
 
 In this mode the ToR's switch is the data plane (torswitch.dataplane), not a Linux bridge::
 
     rack ports (af_packet) ─┐                         ┌─ uplink (af_packet, through its qdisc)
                             ├── tsw-dataplane (L2) ───┤
-                            │     rack IPv4 TCP to a transfer port, while steering is on:
-                            │     Ethernet destination := tap MAC, out of the tap port
-                            v
+                            │     rack IPv4 TCP to a transfer port, of a connection whose SYN
+                            │     came while steering was on: Ethernet destination := tap MAC,
+                            v     out of the tap port
                       tap (net_tap) in this namespace, holding the ToR's address
                             │  table ip torswitch_tap: iifname TAP tcp dport {9866}
                             v  -> redirect to :<engine port>
                       block engine (SO_ORIGINAL_DST), upstream connections from the ToR's
                       address leave through the tap and are switched like any other frame
 
-Three pieces, each owned by the supervisor (torswitch.supervisor) of `torswitch run`:
+Two processes, so that the rack keeps switching whatever happens to the engine::
+
+    torswitch dataplane serve      DataplaneKeeper: runs tsw-dataplane, restarts it, gives
+      (`serve`)                    its tap the ToR's address; status file; never steers
+    torswitch run                  the engine's fail-open supervisor (torswitch.supervisor),
+      --dataplane-control SOCK     attached to the service's control socket through a
+                                   SteeringInterception over ControlSteering
 
 * `DataplaneKeeper` keeps the data plane running: rack traffic depends on it, so a process
   that dies is restarted with back-off (0.5 s doubling to 10 s), and after each start the tap
   gets the ToR's address again (the tap interface is the process's and goes with it). The tap
   has a fixed MAC, so the rack's ARP caches stay right across restarts. The process gets
-  SIGTERM if `torswitch run` dies (no orphan holding the ports for a successor).
+  SIGTERM if its keeper's process dies (no orphan holding the ports for a successor).
 * `TapRedirect` is the nat rule on the tap, one nftables table installed and removed in single
   transactions.
 * `SteeringInterception` is what the supervisor switches with the engine's health: on means the
-  redirect in place and the data plane's steering on (control channel); off means steering off
-  first, so HDFS flows go straight to the DataNodes (fail-open). A data plane that restarts
-  comes up with steering off; the supervisor's next renewal (every second) turns it back on.
+  redirect in place and the data plane's steering on, as a lease the supervisor renews every
+  second (`steering on LEASE_MS`); off means steering off, so new HDFS connections go straight
+  to the DataNodes (fail-open). A supervisor that is killed or hangs stops renewing, and the
+  data plane turns steering off by itself when the lease runs out. A data plane that restarts
+  comes up with steering off; the supervisor's next renewal turns it back on.
 
-Steering is per packet, not per flow: a connection that started while steering was off and is
-still open when it comes on is sent to the engine mid-stream and reset (and the other way
-round); HDFS clients retry such reads. The kernel mode remembers flows (torswitch.interception).
+Steering is per flow (native/dataplane/dp_flow.h): the data plane decides on a connection's SYN
+and the rest of the connection follows, so flipping steering never moves an established
+connection. That is why the redirect stays in place while steering is off: connections steered
+before keep reaching the engine (if the engine is dead they fail, and the client's retry, a new
+connection, goes direct). It is removed when the supervisor exits (`close`).
+
+`torswitch run --dataplane` is the older owning mode, kept for a single-process ToR: the
+supervisor runs the DataplaneKeeper itself as its companion, so stopping it stops the switch.
 """
 
 from __future__ import annotations
@@ -37,13 +51,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from torswitch.dataplane import Dataplane, DataplaneConfig, DataplaneError
+from torswitch.dataplane import ControlClient, Dataplane, DataplaneConfig, DataplaneError
 from torswitch.interception import InterceptionError
 
 log = logging.getLogger(__name__)
@@ -220,14 +236,15 @@ class DataplaneKeeper:
             log.error("data plane restart failed (next try in %.1f s): %s", self._backoff, exc)
             self._backoff = min(self._backoff * 2, self.timing.backoff_max_s)
 
-    def set_steering(self, on: bool) -> None:
-        """Steering on or off now. Off on a process that is not running is a no-op (a new one
-        starts with steering off); on raises DataplaneError then."""
+    def set_steering(self, on: bool, lease_ms: int | None = None) -> None:
+        """Steering of new flows on (for lease_ms, if given) or off now. Off on a process that
+        is not running is a no-op (a new one starts with steering off); on raises
+        DataplaneError then."""
         if not self._running:
             if on:
                 raise DataplaneError("the data plane is not running")
             return
-        self.dataplane.control.set_steering(on)
+        self.dataplane.control.set_steering(on, lease_ms if on else None)
 
     def status(self) -> dict[str, Any]:
         """Plain data for the supervisor's status file (changes only on start and death)."""
@@ -248,11 +265,61 @@ class DataplaneKeeper:
         self.last_exit = self.dataplane.stop()
 
 
-class SteeringInterception:
-    """The supervisor's interception in DPDK mode: the tap redirect plus steering."""
+class Steering(Protocol):
+    """Something that turns a data plane's steering on (with a lease) or off."""
 
-    def __init__(self, keeper: DataplaneKeeper, redirect: TapRedirect) -> None:
-        self.keeper, self.redirect = keeper, redirect
+    def set_steering(self, on: bool, lease_ms: int | None = None) -> None: ...
+
+
+class ControlSteering:
+    """Steering of a data plane that runs elsewhere (`torswitch dataplane serve`), through its
+    control socket at `path`.
+
+    Off when the data plane is not there (no socket file, or nobody bound to it) is a no-op:
+    a data plane that is down steers nothing, and one that starts comes up with steering off.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], timeout: float = 1.0) -> None:
+        self.path = Path(path)
+        self.timeout = timeout
+        self._client: ControlClient | None = None
+
+    def set_steering(self, on: bool, lease_ms: int | None = None) -> None:
+        """Raises OSError when the socket cannot be reached (for on), ControlError when the
+        data plane refuses or does not answer."""
+        try:
+            if self._client is None:
+                self._client = ControlClient(self.path, self.timeout)
+            self._client.set_steering(on, lease_ms if on else None)
+        except (FileNotFoundError, ConnectionRefusedError):
+            if on:
+                raise
+        except OSError:
+            self.close()  # a fresh client next time
+            raise
+
+    def status(self) -> dict[str, str]:
+        """The data plane's status (ControlClient.status). Raises OSError, DataplaneError."""
+        with ControlClient(self.path, self.timeout) as client:
+            return client.status()
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+
+class SteeringInterception:
+    """The supervisor's interception in DPDK mode: the tap redirect plus steering.
+
+    steering: a DataplaneKeeper (owning mode) or a ControlSteering (attached mode). lease_ms:
+    how long each "steering on" lasts unless renewed (None: until turned off; fine only when
+    the data plane dies with the supervisor).
+    """
+
+    def __init__(self, steering: Steering, redirect: TapRedirect,
+                 lease_ms: int | None = None) -> None:
+        self.steering, self.redirect, self.lease_ms = steering, redirect, lease_ms
 
     def install(self) -> None:
         self.redirect.install()
@@ -265,11 +332,66 @@ class SteeringInterception:
         self._steer(True)
 
     def remove(self) -> None:
-        self._steer(False)  # first: no new flow reaches the tap once the rule is gone
-        self.redirect.remove()
+        # The redirect stays: connections steered before keep reaching the engine (dp_flow.h);
+        # only new ones go straight to the DataNodes from now on.
+        self._steer(False)
+
+    def close(self) -> None:
+        """Steering off and the redirect removed: the supervisor is leaving. Raises
+        InterceptionError (after trying both)."""
+        errors = []
+        try:
+            self._steer(False)
+        except InterceptionError as exc:
+            errors.append(str(exc))
+        try:
+            self.redirect.remove()
+        except InterceptionError as exc:
+            errors.append(str(exc))
+        if errors:
+            raise InterceptionError("; ".join(errors))
 
     def _steer(self, on: bool) -> None:
         try:
-            self.keeper.set_steering(on)
+            self.steering.set_steering(on, self.lease_ms if on else None)
         except (OSError, DataplaneError) as exc:
             raise InterceptionError(f"steering {'on' if on else 'off'}: {exc}") from None
+
+
+# ---- the data plane as a service ---------------------------------------------------------------
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write `data` to `path` atomically (PATH.tmp, then rename). Raises OSError."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    tmp.replace(path)
+
+
+def serve(keeper: DataplaneKeeper, stop: threading.Event, status_file: Path | None = None,
+          interval_s: float = 0.25) -> None:
+    """`torswitch dataplane serve`: keep the data plane running until `stop` is set, then stop
+    it. The keeper must have been started (so a data plane that cannot start at all is an
+    error for the caller). The status file (JSON, rewritten on every change) holds
+    keeper.status() plus the service's own PID and its phase (running, restarting, stopped)."""
+    last: dict[str, Any] | None = None
+
+    def write(phase: str) -> None:
+        nonlocal last
+        data = {**keeper.status(), "service_pid": os.getpid(), "phase": phase}
+        if status_file is None or data == last:
+            return
+        last = data
+        try:
+            write_json(status_file, {**data, "updated_at": time.time()})
+        except OSError as exc:
+            log.error("cannot write %s: %s", status_file, exc)
+
+    try:
+        while not stop.is_set():
+            keeper.poll()
+            write("running" if keeper.pid is not None else "restarting")
+            stop.wait(interval_s)
+    finally:
+        keeper.stop()
+        write("stopped")

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Shared state of the torswitch data plane: options, ports, the MAC table,
- * the steering state and the per-core loop state.
+ * the steering state, the steering flow table and the per-core loop state.
  *
  * Ownership: everything here is written by main.c during start-up, before
  * the worker is launched, and is read-only afterwards, except
@@ -12,7 +12,13 @@
  *     thread (dp_ctl.c) with atomic stores, read by the worker with atomic
  *     loads: steer_on once per round, one steer_map word per classified
  *     frame. Each TCP port's bit flips on its own, so a frame sees either
- *     the old or the new membership of its destination port;
+ *     the old or the new membership of its destination port. steer_on
+ *     only decides new connections (dp_core.flow keeps each connection's
+ *     decision); the steer_map is looked at for every frame, so a port
+ *     taken out of it stops being steered at once, established flows
+ *     included;
+ *   - dp_core.flow: the steering flow table (dp_flow.h), the worker's
+ *     alone after main.c initialises it;
  *   - dp_core.steer_ports / nb_steer: the control thread's own record of
  *     the map, for status replies; nobody else reads them after start-up;
  *   - dp_core.mc: the memcached state, with its own ownership notes in
@@ -37,6 +43,7 @@
 #include <rte_mbuf.h>
 
 #include "dp_counters.h"
+#include "dp_flow.h"
 #include "dp_mac.h"
 #include "dp_mc.h"
 
@@ -94,6 +101,7 @@ struct dp_options {
 	unsigned int run_ms;	/* stop after this long; 0: until a signal */
 	const char *control_path;	/* unix datagram socket, NULL: none */
 	unsigned int age_s;
+	unsigned int flow_idle_s;	/* steering flow idle timeout */
 	unsigned int stats_interval_ms;
 	const char *stats_file;
 	int uplink_port_id;	/* -1: none */
@@ -120,6 +128,7 @@ struct dp_core {
 	/* Bit p set: rack TCP to port p is steered (while steer_on). */
 	uint64_t steer_map[DP_STEER_MAP_WORDS] __rte_cache_aligned;
 	struct dp_mac_table mac;
+	struct dp_flow_table flow;
 	struct dp_mc_state mc;
 } __rte_cache_aligned;
 

@@ -33,6 +33,15 @@
 	X(mac_evicted, "MAC entries replaced because their buckets were full") \
 	X(mac_learn_full, "source MACs not learned: buckets full of static " \
 		"entries") \
+	X(flows_steered, "rack TCP connections to a steered port whose SYN " \
+		"was steered to the tap (the whole flow follows)") \
+	X(flows_direct, "rack TCP connections to a steered port whose SYN " \
+		"was switched directly, steering being off (the whole flow " \
+		"follows)") \
+	X(flow_evicted, "flow entries replaced while live because their " \
+		"buckets were full") \
+	X(flow_unknown, "segments to a steered port of connections not in " \
+		"the flow table (switched directly)") \
 	X(idle_sleeps, "times the worker slept because no frames arrived") \
 	X(worker_us, "microseconds the worker loop has run (filled in by " \
 		"the stats writer from the worker's start and stop times)")

@@ -16,8 +16,21 @@
  *
  * Verbs:
  *     status               BODY: key=value lines (protocol, mode, ports,
- *                          steering, steer_tcp_ports, tap_port, worker_us)
- *     steering on|off      turn HDFS steering on or off (on needs a tap)
+ *                          steering, steering_lease_ms, steer_tcp_ports,
+ *                          tap_port, flow_slots, flow_idle_s)
+ *     steering on|off      turn HDFS steering of new TCP flows on or off
+ *                          (on needs a tap); each flow keeps the decision
+ *                          taken on its SYN (dp_flow.h)
+ *     steering on LEASE_MS steering on for LEASE_MS milliseconds only
+ *                          (1..86400000): the control thread turns it off
+ *                          when the lease runs out, unless another
+ *                          "steering on" came first. The fail-open lease
+ *                          of a supervisor that renews it while its engine
+ *                          is healthy: a supervisor that dies or hangs
+ *                          stops renewing, and new flows go direct within
+ *                          LEASE_MS (plus the socket's 100 ms receive
+ *                          timeout). "steering on" without a lease and
+ *                          "steering off" cancel it.
  *     steer-ports [N...]   replace the steered TCP ports (none: clear)
  *     counters             BODY: the stats file's Prometheus text
  *     mc-pool, mc-pool-del, mc-flush, mc-status
@@ -40,6 +53,7 @@
 #include <sys/time.h>
 #include <sys/uio.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <rte_lcore.h>
@@ -51,11 +65,37 @@
 #define DP_CTL_MAX_WORDS 80
 #define DP_CTL_MAX_SEQ 64	/* longest sequence word repeated in a reply */
 #define DP_CTL_SNDBUF (1 << 20)
+#define DP_CTL_MAX_LEASE_MS 86400000L
 
 static pthread_t dp_ctl_thread;
 static bool dp_ctl_running;
 static int dp_ctl_fd = -1;
 static char dp_ctl_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+/* When a leased "steering on" ends (CLOCK_MONOTONIC ns), 0: no lease.
+ * The control thread's own. */
+static uint64_t dp_ctl_lease_end_ns;
+
+static uint64_t
+dp_ctl_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Steering off if its lease has run out. */
+static void
+dp_ctl_lease_check(struct dp_core *dc)
+{
+	if (dp_ctl_lease_end_ns == 0 || dp_ctl_now_ns() < dp_ctl_lease_end_ns)
+		return;
+	dp_ctl_lease_end_ns = 0;
+	dp_steer_enable(dc, false);
+	printf("tsw-dataplane: steering lease ran out: steering off for new "
+			"flows\n");
+	fflush(stdout);
+}
 
 /* Writes the reply to f; returns NULL on success or an error message. */
 static const char *
@@ -67,11 +107,19 @@ dp_ctl_exec(struct dp_core *dc, char **w, int nw, FILE *f)
 	int rc;
 
 	if (strcmp(w[0], "status") == 0 && nw == 1) {
-		fprintf(f, "protocol=1\nmode=%s\nports=%u\nsteering=%s\n"
-				"steer_tcp_ports=", dp_mode_name(dc->opt.mode),
-				dc->nb_ports,
+		uint64_t now = dp_ctl_now_ns(), lease = dp_ctl_lease_end_ns;
+
+		fprintf(f, "protocol=1\nmode=%s\nports=%u\nsteering=%s\n",
+				dp_mode_name(dc->opt.mode), dc->nb_ports,
 				__atomic_load_n(&dc->steer_on, __ATOMIC_ACQUIRE) ?
 				"on" : "off");
+		if (lease == 0)
+			fprintf(f, "steering_lease_ms=none\n");
+		else
+			fprintf(f, "steering_lease_ms=%" PRIu64 "\n",
+					lease > now ? (lease - now) / 1000000 : 0);
+		fprintf(f, "flow_slots=%u\nflow_idle_s=%u\nsteer_tcp_ports=",
+				DP_FLOW_ENTRIES, dc->opt.flow_idle_s);
 		for (i = 0; i < dc->nb_steer; i++)
 			fprintf(f, "%s%u", i ? "," : "", dc->steer_ports[i]);
 		if (dc->tap_idx >= 0)
@@ -81,11 +129,27 @@ dp_ctl_exec(struct dp_core *dc, char **w, int nw, FILE *f)
 			fprintf(f, "\ntap_port=none\n");
 		return NULL;
 	}
-	if (strcmp(w[0], "steering") == 0 && nw == 2) {
-		if (strcmp(w[1], "on") != 0 && strcmp(w[1], "off") != 0)
+	if (strcmp(w[0], "steering") == 0 && (nw == 2 || nw == 3)) {
+		bool on = strcmp(w[1], "on") == 0;
+
+		if (!on && strcmp(w[1], "off") != 0)
 			return "steering takes on or off";
-		rc = dp_steer_enable(dc, strcmp(w[1], "on") == 0);
-		return rc == 0 ? NULL : "no tap port to steer to";
+		v = 0;
+		if (nw == 3) {
+			if (!on)
+				return "only steering on takes a lease";
+			errno = 0;
+			v = strtol(w[2], &end, 10);
+			if (errno != 0 || *end != '\0' || v < 1 ||
+					v > DP_CTL_MAX_LEASE_MS)
+				return "the lease is 1..86400000 ms";
+		}
+		rc = dp_steer_enable(dc, on);
+		if (rc != 0)
+			return "no tap port to steer to";
+		dp_ctl_lease_end_ns = v ? dp_ctl_now_ns() +
+			(uint64_t)v * 1000000u : 0;
+		return NULL;
 	}
 	if (strcmp(w[0], "steer-ports") == 0) {
 		if (nw - 1 > DP_MAX_STEER_PORTS)
@@ -190,6 +254,7 @@ dp_ctl_loop(void *arg)
 		 * did not fit rather than act on its first part. */
 		n = recvfrom(dp_ctl_fd, req, DP_CTL_MAX_REQ, MSG_TRUNC,
 				(struct sockaddr *)&peer, &peer_len);
+		dp_ctl_lease_check(dc);
 		if (n < 0)
 			continue;	/* timeout (to look at dp_force_quit) */
 		dp_ctl_serve(dc, req, RTE_MIN((size_t)n, (size_t)DP_CTL_MAX_REQ),

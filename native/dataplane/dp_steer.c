@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * The steering state: which TCP destination ports are steered from rack
- * ports to the tap, and whether steering is on at all. Written by main.c
- * at start-up and by the control thread afterwards; the worker only loads
+ * ports to the tap, and whether new connections to them are steered (each
+ * connection then keeps its decision: dp_flow.h). Written by main.c at
+ * start-up and by the control thread afterwards; the worker only loads
  * (see the ownership notes in dp.h). Both functions validate everything
  * before changing anything.
  */
@@ -50,8 +51,8 @@ dp_steer_set_ports(struct dp_core *dc, const uint16_t *ports, uint16_t nb)
 	return 0;
 }
 
-/* Turns steering on or off. Returns 0, or -ENODEV when turning it on
- * without a tap port to steer to. */
+/* Turns steering of new flows on or off. Returns 0, or -ENODEV when
+ * turning it on without a tap port to steer to. */
 int
 dp_steer_enable(struct dp_core *dc, bool on)
 {

@@ -11,10 +11,12 @@
  * Inside a loop: no allocation, locks, logging or system calls, except the
  * idle back-off: after DP_IDLE_SPIN_POLLS empty rounds the worker sleeps,
  * doubling the sleep up to DP_IDLE_MAX_SLEEP_US, so an idle switch does
- * not eat a shared core. Whether steering is on and whether a memcached
- * pool exists are loaded once per round; each burst then runs a variant of
- * dp_switch_burst compiled with both as constants, so a switch without
- * pools pays nothing for MemSwitch.
+ * not eat a shared core. Whether frames must be classified for steering
+ * and whether a memcached pool exists are settled once per round; each
+ * burst then runs a variant of dp_switch_burst compiled with both as
+ * constants, so a switch without pools pays nothing for MemSwitch, and
+ * one whose steering is off, with no steered flow left, nothing for
+ * steering.
  *
  *   rx burst -> dp_switch_one: runt?        -> drop, count
  *                              bad src MAC? -> drop, count
@@ -23,7 +25,8 @@
  *                                              (answered, held, dropped),
  *                                              or switched by its new
  *                                              destination MAC (no steering)
- *                              steer?       -> rewrite dst MAC -> tap port
+ *                              steered flow? (dp_flow.h: decided on its
+ *                                 SYN)      -> rewrite dst MAC -> tap port
  *                              dst known?   -> that port (or drop: hairpin)
  *                              else         -> flood to every other port
  *
@@ -84,15 +87,19 @@ dp_steered_port(const struct dp_core *dc, uint16_t dport)
 }
 
 /*
- * True when the frame is IPv4 TCP to one of the steered ports. Header
- * checks follow RFC 791 (version 4, IHL >= 5, total length covering the
- * header) and RFC 1812 section 5.2.2; a frame failing them is counted and
- * switched normally (fail open), never steered.
+ * True when the frame is IPv4 TCP to one of the steered ports and belongs
+ * to a flow steered to the tap: decided on the flow's SYN by steer_on,
+ * followed by every later segment (dp_flow.h). Header checks follow
+ * RFC 791 (version 4, IHL >= 5, total length covering the header) and
+ * RFC 1812 section 5.2.2; a frame failing them is counted and switched
+ * normally (fail open), never steered.
  */
 static inline bool
-dp_classify_steer(const struct dp_core *dc, struct dp_port *in,
-		const struct rte_mbuf *m, const struct rte_ether_hdr *eth)
+dp_steer_decide(struct dp_core *dc, struct dp_port *in,
+		const struct rte_mbuf *m, const struct rte_ether_hdr *eth,
+		uint64_t now, bool steer_on)
 {
+	struct dp_flow_key key;
 	const struct rte_ipv4_hdr *ip;
 	const struct rte_tcp_hdr *tcp;
 	/* Headers must sit in the first segment; lengths count all of them. */
@@ -120,7 +127,14 @@ dp_classify_steer(const struct dp_core *dc, struct dp_port *in,
 	if (tot - ihl < sizeof(*tcp) || seg < ihl + sizeof(*tcp))
 		return false;
 	tcp = (const struct rte_tcp_hdr *)((const uint8_t *)ip + ihl);
-	return dp_steered_port(dc, rte_be_to_cpu_16(tcp->dst_port));
+	if (!dp_steered_port(dc, rte_be_to_cpu_16(tcp->dst_port)))
+		return false;
+	key.saddr = ip->src_addr;
+	key.daddr = ip->dst_addr;
+	key.sport = tcp->src_port;
+	key.dport = tcp->dst_port;
+	return dp_flow_steer(&dc->flow, &key, tcp->tcp_flags, tcp->sent_seq,
+			steer_on, now, &dc->stats);
 
 malformed:
 	in->stats.rx_l3_malformed++;
@@ -178,9 +192,11 @@ dp_forward(struct dp_core *dc, uint16_t in_idx, struct rte_mbuf *m,
 			now);
 }
 
+/* classify (a constant): look up frames of this port for steering;
+ * steer_on: whether new flows are steered now. */
 static __rte_always_inline void
 dp_switch_one(struct dp_core *dc, uint16_t in_idx, struct rte_mbuf *m,
-		uint64_t now, const bool steer, const bool mc)
+		uint64_t now, bool steer_on, const bool classify, const bool mc)
 {
 	struct dp_port *in = &dc->ports[in_idx];
 	struct rte_ether_hdr *eth;
@@ -210,7 +226,7 @@ dp_switch_one(struct dp_core *dc, uint16_t in_idx, struct rte_mbuf *m,
 			return;
 		}
 	}
-	if (steer && dp_classify_steer(dc, in, m, eth)) {
+	if (classify && dp_steer_decide(dc, in, m, eth, now, steer_on)) {
 		struct dp_port *tap = &dc->ports[dc->tap_idx];
 
 		rte_ether_addr_copy(&tap->mac, &eth->dst_addr);
@@ -223,7 +239,8 @@ dp_switch_one(struct dp_core *dc, uint16_t in_idx, struct rte_mbuf *m,
 
 static __rte_always_inline void
 dp_switch_burst(struct dp_core *dc, uint16_t in_idx, struct rte_mbuf **pkts,
-		uint16_t nb, uint64_t now, const bool steer, const bool mc)
+		uint16_t nb, uint64_t now, bool steer_on, const bool classify,
+		const bool mc)
 {
 	uint64_t bytes = 0;
 	uint16_t j;
@@ -236,7 +253,7 @@ dp_switch_burst(struct dp_core *dc, uint16_t in_idx, struct rte_mbuf **pkts,
 				pkts[j + DP_PREFETCH_AHEAD], void *));
 		/* Counted before switching: the frame may be freed. */
 		bytes += rte_pktmbuf_pkt_len(pkts[j]);
-		dp_switch_one(dc, in_idx, pkts[j], now, steer, mc);
+		dp_switch_one(dc, in_idx, pkts[j], now, steer_on, classify, mc);
 	}
 	dc->ports[in_idx].stats.rx_bytes += bytes;
 }
@@ -248,7 +265,7 @@ dp_switch_loop(struct dp_core *dc)
 	struct dp_idle idle = { 0, 1 };
 	uint16_t i, nb_rx, nb_round;
 	uint64_t now, stop;
-	bool steer_on, mc_on;
+	bool steer_on, flows_on, mc_on;
 
 	now = rte_rdtsc();
 	stop = dp_stop_tsc(dc, now);
@@ -263,10 +280,13 @@ dp_switch_loop(struct dp_core *dc)
 		if (unlikely(now >= stop))
 			break;
 		steer_on = __atomic_load_n(&dc->steer_on, __ATOMIC_ACQUIRE);
+		/* With steering off, frames still need classifying while a
+		 * steered flow may be live: it keeps going to the tap. */
+		flows_on = steer_on || dp_flow_any_steered(&dc->flow, now);
 		mc_on = __atomic_load_n(&dc->mc.any_pool, __ATOMIC_ACQUIRE);
 		for (i = 0; i < dc->nb_ports; i++) {
 			struct dp_port *p = &dc->ports[i];
-			bool steer = steer_on && p->steer_capable;
+			bool classify = flows_on && p->steer_capable;
 
 			nb_rx = rte_eth_rx_burst(p->port_id, 0, pkts, DP_BURST);
 			if (nb_rx == 0)
@@ -274,18 +294,18 @@ dp_switch_loop(struct dp_core *dc)
 			p->stats.rx_packets += nb_rx;
 			nb_round += nb_rx;
 			if (mc_on) {
-				if (steer)
+				if (classify)
 					dp_switch_burst(dc, i, pkts, nb_rx, now,
-							true, true);
+							steer_on, true, true);
 				else
 					dp_switch_burst(dc, i, pkts, nb_rx, now,
-							false, true);
-			} else if (steer) {
-				dp_switch_burst(dc, i, pkts, nb_rx, now, true,
-						false);
+							false, false, true);
+			} else if (classify) {
+				dp_switch_burst(dc, i, pkts, nb_rx, now,
+						steer_on, true, false);
 			} else {
 				dp_switch_burst(dc, i, pkts, nb_rx, now, false,
-						false);
+						false, false);
 			}
 		}
 		for (i = 0; i < dc->nb_ports; i++)

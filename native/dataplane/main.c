@@ -5,7 +5,8 @@
  * Start-up: EAL init (ports come from EAL options, e.g.
  * --vdev net_af_packet0,iface=veth0 --vdev net_tap0,iface=tswtap0), then
  * the application options after "--", one packet pool, every port set up
- * with one rx and one tx queue in promiscuous mode, the memcached state
+ * with one rx and one tx queue in promiscuous mode, the MAC and steering
+ * flow tables, the memcached state
  * and its pool file (dp_mc_ctl.c), the control channel (dp_ctl.c), and
  * the loop of the chosen mode (dp_worker.c) on the main
  * lcore. SIGINT and SIGTERM only set a flag, and --run-ms ends the loop by
@@ -24,6 +25,7 @@
 #include <rte_ethdev.h>
 #include <rte_lcore.h>
 #include <rte_mbuf.h>
+#include <rte_random.h>
 
 #include "dp.h"
 
@@ -43,13 +45,17 @@ dp_usage(const char *prog)
 		"  --stats-file PATH        rewrite counters there periodically\n"
 		"  --stats-interval-ms N    period of the stats file (default %u)\n"
 		"  --mac-age-s N            MAC table ageing time (default %u)\n"
+		"  --flow-idle-s N          a steering flow (dp_flow.h) whose\n"
+		"                           client sent nothing this long is\n"
+		"                           forgotten (default %u)\n"
 		"  --uplink PORT_ID         port facing the spine (never steered)\n"
 		"  --tap PORT_ID            exception port (default: the net_tap\n"
 		"                           port, if any)\n"
 		"  --steer-tcp-port N       steer rack IPv4 TCP to port N to the\n"
 		"                           tap (repeatable, at most %u)\n"
-		"  --steering on|off        initial steering state (default on;\n"
-		"                           the control channel changes it)\n"
+		"  --steering on|off        initial steering state of new TCP\n"
+		"                           flows (default on; the control\n"
+		"                           channel changes it)\n"
 		"  --static-mac MAC@PORT_ID a MAC that never ages or moves\n"
 		"                           (repeatable, at most %u)\n"
 		"  --control PATH           serve the control channel (unix\n"
@@ -74,7 +80,7 @@ dp_usage(const char *prog)
 		"  --mc-pool-file PATH      control lines (mc-pool ...) applied at\n"
 		"                           start-up; # starts a comment line\n",
 		prog, DP_STATS_INTERVAL_MS_DEFAULT, DP_MAC_AGE_S_DEFAULT,
-		DP_MAX_STEER_PORTS, DP_MAX_STATIC_MACS,
+		DP_FLOW_IDLE_S_DEFAULT, DP_MAX_STEER_PORTS, DP_MAX_STATIC_MACS,
 		DP_MC_CACHE_SLOTS_DEFAULT, DP_MC_MAX_VALUE_LIMIT,
 		DP_MC_MAX_VALUE_DEFAULT, DP_MC_HOT_THRESHOLD_DEFAULT,
 		DP_MC_TTL_MS_DEFAULT, DP_MC_WRITE_TIMEOUT_MS_DEFAULT);
@@ -126,11 +132,12 @@ dp_parse_args(struct dp_options *opt, struct dp_mc_options *mc, int argc,
 	enum { O_STATS = 256, O_INTERVAL, O_AGE, O_UPLINK, O_TAP, O_STEER,
 		O_NOBACKOFF, O_STEERING, O_STATIC, O_CONTROL, O_MODE, O_RUN,
 		O_MC_SLOTS, O_MC_VALUE, O_MC_HOT, O_MC_TTL, O_MC_WTO,
-		O_MC_FILE };
+		O_MC_FILE, O_FLOW_IDLE };
 	static const struct option longopts[] = {
 		{ "stats-file", required_argument, NULL, O_STATS },
 		{ "stats-interval-ms", required_argument, NULL, O_INTERVAL },
 		{ "mac-age-s", required_argument, NULL, O_AGE },
+		{ "flow-idle-s", required_argument, NULL, O_FLOW_IDLE },
 		{ "uplink", required_argument, NULL, O_UPLINK },
 		{ "tap", required_argument, NULL, O_TAP },
 		{ "steer-tcp-port", required_argument, NULL, O_STEER },
@@ -152,6 +159,7 @@ dp_parse_args(struct dp_options *opt, struct dp_mc_options *mc, int argc,
 	int c;
 
 	opt->age_s = DP_MAC_AGE_S_DEFAULT;
+	opt->flow_idle_s = DP_FLOW_IDLE_S_DEFAULT;
 	opt->stats_interval_ms = DP_STATS_INTERVAL_MS_DEFAULT;
 	opt->uplink_port_id = -1;
 	opt->tap_port_id = -1;
@@ -175,6 +183,12 @@ dp_parse_args(struct dp_options *opt, struct dp_mc_options *mc, int argc,
 			opt->age_s = dp_parse_ulong(optarg, 86400, "--mac-age-s");
 			if (opt->age_s == 0)
 				rte_exit(EXIT_FAILURE, "--mac-age-s must be > 0\n");
+			break;
+		case O_FLOW_IDLE:
+			opt->flow_idle_s = dp_parse_ulong(optarg, 86400,
+					"--flow-idle-s");
+			if (opt->flow_idle_s == 0)
+				rte_exit(EXIT_FAILURE, "--flow-idle-s must be > 0\n");
 			break;
 		case O_UPLINK:
 			opt->uplink_port_id = dp_parse_ulong(optarg,
@@ -400,6 +414,8 @@ main(int argc, char **argv)
 		rte_exit(EXIT_FAILURE, "steering: %s\n", strerror(-rc));
 
 	dp_mac_init(&dc->mac, (uint64_t)dc->opt.age_s * rte_get_tsc_hz());
+	dp_flow_init(&dc->flow, (uint64_t)dc->opt.flow_idle_s * rte_get_tsc_hz(),
+			(uint64_t)DP_FLOW_CLOSING_S * rte_get_tsc_hz(), rte_rand());
 	for (i = 0; i < dc->opt.nb_static_macs; i++) {
 		const struct dp_static_mac *sm = &dc->opt.static_macs[i];
 		uint16_t idx;

@@ -87,14 +87,18 @@ def ipv4_checksum(header: bytes) -> int:
     return ~total & 0xFFFF
 
 
+TCP_SYN = 0x02
+TCP_ACK = 0x10
+
+
 def frame(src: bytes, dst: bytes, proto: int, sport: int, dport: int,
-          size: int = FRAME_BYTES) -> bytes:
+          size: int = FRAME_BYTES, tcp_flags: int = TCP_ACK) -> bytes:
     """An Ethernet/IPv4 frame of `size` bytes carrying TCP (proto 6) or UDP (17) to dport."""
     ip_len = size - 14
     l4: bytes
     if proto == 6:
-        # seq, ack, data offset 5 words, ACK flag, window; checksum left 0 (nothing verifies it)
-        l4 = struct.pack("!HHIIBBHHH", sport, dport, 1, 1, 5 << 4, 0x10, 65535, 0, 0)
+        # seq, ack, data offset 5 words, flags, window; checksum left 0 (nothing verifies it)
+        l4 = struct.pack("!HHIIBBHHH", sport, dport, 1, 1, 5 << 4, tcp_flags, 65535, 0, 0)
     else:
         l4 = struct.pack("!HHHH", sport, dport, ip_len - 20, 0)
     ip = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, 0, ip_len, 0, 0x4000, 64, proto, 0,
@@ -106,12 +110,18 @@ def frame(src: bytes, dst: bytes, proto: int, sport: int, dport: int,
 
 
 def bench_frames(count: int = FRAMES) -> list[bytes]:
-    """The replayed frames: every source talks to every destination; 1 in STEER_EVERY is HDFS."""
+    """The replayed frames: every source talks to every destination; 1 in STEER_EVERY is HDFS.
+
+    Steering is decided per connection at its SYN, so each HDFS flow's first frame is a SYN."""
     out = []
+    flows: set[tuple[bytes, bytes, int]] = set()
     for i in range(count):
         src, dst = source_mac(i % SOURCES), dest_mac((i // SOURCES) % DESTINATIONS)
         if i % STEER_EVERY == STEER_EVERY - 1:
-            out.append(frame(src, dst, 6, 40000 + i % 1000, STEER_PORT))
+            flow = (src, dst, 40000 + i % 1000)
+            flags = TCP_ACK if flow in flows else TCP_SYN
+            flows.add(flow)
+            out.append(frame(src, dst, 6, 40000 + i % 1000, STEER_PORT, tcp_flags=flags))
         else:
             out.append(frame(src, dst, 17, 40000 + i % 1000, OTHER_PORT))
     return out

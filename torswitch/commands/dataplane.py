@@ -1,19 +1,38 @@
-"""`torswitch dataplane status|counters`: look at a running data plane (tsw-dataplane).
+"""`torswitch dataplane serve|status|counters`: run the ToR's DPDK data plane as a service, and
+look at a running one (tsw-dataplane).
 
-Both talk to the process's control socket (--control, or $TSW_DATAPLANE_CONTROL); `counters`
-can instead read the stats file the process rewrites (--stats-file), which also works after it
-stopped (the file then holds the final counters).
+`serve` is the switch of a DPDK-mode ToR as a long-lived foreground service
+(torswitch.tor_dpdk): it runs tsw-dataplane on the namespace's ports (--rack-port, default
+every Ethernet port but the uplink and the tap; --uplink), gives its tap (--tap) the ToR's
+address (--tap-address) and restarts it when it dies. Its files (control socket control.sock,
+stats.prom, dataplane.log, status.json) go to --dir. Steering starts off and stays off until
+an engine supervisor (`torswitch run --dataplane-control DIR/control.sock`) turns it on with a
+lease while its engine is healthy; stopping or killing that supervisor leaves the rack
+switching. SIGTERM or SIGINT: the data plane stops, exit 0.
+
+`status` and `counters` talk to the process's control socket (--control, or
+$TSW_DATAPLANE_CONTROL); `counters` can instead read the stats file the process rewrites
+(--stats-file), which also works after it stopped (the file then holds the final counters).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
+import signal
+import sys
+import threading
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
-DEFAULT_CONTROL = "/run/torswitch/dataplane.sock"
+from torswitch.errors import TorswitchError
+
+#: Where `serve` keeps its files by default, and so where `status` looks for the control socket.
+DEFAULT_DIR = Path("/run/torswitch/dataplane")
+DEFAULT_CONTROL = str(DEFAULT_DIR / "control.sock")
 
 
 def register(subparsers: Any) -> None:
@@ -21,6 +40,36 @@ def register(subparsers: Any) -> None:
         "dataplane", help="status and counters of a running DPDK data plane",
         description=__doc__)
     sub = parser.add_subparsers(dest="dataplane_command", metavar="COMMAND")
+
+    serve = sub.add_parser(
+        "serve", help="run the ToR's data plane as a service (foreground; restarts it)",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    serve.add_argument("--dir", type=Path, default=DEFAULT_DIR, metavar="DIR",
+                       help=f"control socket, stats, log and status file ({DEFAULT_DIR})")
+    serve.add_argument("--status-file", type=Path, metavar="PATH",
+                       help="JSON status of the service (default DIR/status.json)")
+    serve.add_argument("--rack-port", action="append", dest="rack_ports", metavar="IF",
+                       help="a rack-facing port, repeatable (default: every Ethernet port "
+                            "but the uplink and the tap)")
+    serve.add_argument("--uplink", default="uplink", metavar="IF",
+                       help="the port towards the spine, never steered (uplink)")
+    serve.add_argument("--tap", default="tswtap0", metavar="IF",
+                       help="the tap interface the data plane creates here (tswtap0)")
+    serve.add_argument("--tap-address", required=True, metavar="CIDR",
+                       help="the ToR's address on the tap, e.g. 198.18.1.1/16")
+    serve.add_argument("--steer-port", action="append", type=int, dest="steer_ports",
+                       metavar="N", help="a TCP port to steer, repeatable (default: the "
+                       "DataNode transfer port of --hadoop-conf, else 9866)")
+    serve.add_argument("--hadoop-conf", metavar="DIR",
+                       help="Hadoop conf dir whose dfs.datanode.address gives the port to steer")
+    serve.add_argument("--flow-idle-s", type=int, metavar="S",
+                       help="forget a steering flow whose client sent nothing for S seconds "
+                            "(default: the data plane's, 300)")
+    serve.add_argument("--binary", type=Path, metavar="PATH", help="tsw-dataplane to run")
+    serve.add_argument("--namespace-mode", action="store_true",
+                       help="the ToR is the named network namespace this runs in; refuse "
+                            "to run anywhere else")
+    serve.set_defaults(func=run_serve)
 
     status = sub.add_parser("status", help="mode, ports and steering state")
     _control_option(status)
@@ -108,4 +157,59 @@ def run_counters(args: argparse.Namespace) -> int:
         width = max(map(len, totals))
         for key, value in totals.items():
             print(f"{key.ljust(width)}  {value}")
+    return 0
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    import ipaddress
+
+    from torswitch.dataplane import DEFAULT_BINARY, DataplaneConfig, steer_ports_from_hadoop_conf
+    from torswitch.interception import current_namespace_name
+    from torswitch.supervisor import _die_with_parent
+    from torswitch.tor_dpdk import DataplaneKeeper, discover_ports, serve
+
+    namespace = current_namespace_name()
+    if args.namespace_mode and namespace is None:
+        raise TorswitchError(
+            "--namespace-mode, but this is not a named network namespace (it may be the "
+            "host's own): start it with `ip netns exec <ToR namespace> torswitch dataplane "
+            "serve ...`")
+    try:
+        ipaddress.IPv4Interface(args.tap_address)
+    except ValueError:
+        raise TorswitchError(f"--tap-address {args.tap_address!r} is not IPv4 ADDRESS/PREFIX"
+                             ) from None
+    ports = tuple(args.steer_ports) if args.steer_ports else steer_ports_from_hadoop_conf(
+        args.hadoop_conf)
+    rack = list(args.rack_ports) if args.rack_ports else discover_ports([args.uplink, args.tap])
+    if not rack:
+        raise TorswitchError("dataplane serve: no rack ports (give --rack-port)")
+    try:
+        config = DataplaneConfig(
+            rack_ifaces=rack, uplink_iface=args.uplink, tap_iface=args.tap, tap_mac="fixed",
+            steer_tcp_ports=ports, steering=False, flow_idle_s=args.flow_idle_s,
+            binary=args.binary or DEFAULT_BINARY,
+            # One EAL runtime directory per ToR namespace: several testbeds side by side.
+            file_prefix=f"tsw-dp-{namespace}" if namespace else "tsw-dp")
+    except ValueError as exc:
+        raise TorswitchError(f"dataplane serve: {exc}") from None
+    args.dir.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stderr,
+        format="%(asctime)s.%(msecs)03d torswitch dataplane[%(process)d] %(levelname)s "
+               "%(message)s", datefmt="%Y-%m-%d %H:%M:%S")
+    keeper = DataplaneKeeper(config, args.dir, args.tap_address, wrapper=_die_with_parent())
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        logging.getLogger(__name__).info("%s: stopping the data plane",
+                                         signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    keeper.start()  # raises DataplaneError with DPDK's log: a ToR that cannot switch says so
+    logging.getLogger(__name__).info("serving; control socket %s",
+                                     keeper.dataplane.control_path)
+    serve(keeper, stop, args.status_file or args.dir / "status.json")
     return 0

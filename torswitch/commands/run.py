@@ -11,12 +11,22 @@ default br0): new connections from its rack ports (every port but the uplink, un
 --rack-port names them) to the DataNode transfer port of the config's hadoop_conf_dir
 (dfs.datanode.address, 9866 by default) are redirected to the engine's listen port.
 
---dataplane is the DPDK-mode ToR (torswitch.tor_dpdk): no bridge; this command also runs the
-data plane (native/dataplane) on the namespace's ports (--rack-port, default every Ethernet
-port but the uplink; --uplink, default uplink), with a tap port (--tap) holding the ToR's
-address (--tap-address, e.g. 198.18.1.1/16). Rack TCP to the transfer port is steered to the
-tap and redirected there to the engine, only while the engine is healthy; a data plane that
-dies is restarted. Its files (stats, control socket, log) go to --dataplane-dir.
+--dataplane-control SOCKET is the DPDK-mode ToR (torswitch.tor_dpdk): no bridge; the switch
+is a data plane that runs as a service of its own (`torswitch dataplane serve`), and this
+command attaches to its control socket. While the engine is healthy it installs a redirect
+from the data plane's tap (--tap) to the engine and keeps the data plane's steering on, as a
+lease renewed every second (--lease): new rack connections to the transfer port then go to
+the engine. When the engine fails, steering goes off and new connections go straight to the
+DataNodes; connections steered before stay with the engine (steering is per flow). When this
+command exits, steering goes off at once; when it is killed or hangs, the lease runs out.
+Either way the rack keeps switching. The engine re-exports the data plane's counters from its
+stats file (--dataplane-stats, default stats.prom beside the socket).
+
+--dataplane is the older owning mode: this command also runs the data plane (native/dataplane)
+itself on the namespace's ports (--rack-port, default every Ethernet port but the uplink;
+--uplink, default uplink), with the tap holding the ToR's address (--tap-address, e.g.
+198.18.1.1/16), and restarts it when it dies. Its files (stats, control socket, log) go to
+--dataplane-dir. Stopping this command then stops the rack's switching too.
 
 --namespace-mode is for a ToR that is a network namespace, as in the testbed
 (``ip netns exec <instance>-tor-a torswitch run ...``): the command then refuses to start
@@ -71,13 +81,28 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--dataplane",
         action="store_true",
-        help="DPDK-mode ToR: run the data plane too, steer HDFS reads to a tap (no bridge)",
+        help="DPDK-mode ToR, owning mode: run the data plane too, steer HDFS reads to a tap "
+        "(no bridge)",
+    )
+    parser.add_argument(
+        "--dataplane-control",
+        type=Path,
+        metavar="SOCKET",
+        help="DPDK-mode ToR: steer through the running data plane with this control socket "
+        "(`torswitch dataplane serve`)",
+    )
+    parser.add_argument(
+        "--dataplane-stats",
+        type=Path,
+        metavar="PATH",
+        help="--dataplane-control: the data plane's stats file (default: stats.prom beside the "
+        "socket)",
     )
     parser.add_argument(
         "--tap",
         default="tswtap0",
         metavar="IF",
-        help="--dataplane: the tap interface the data plane creates here (tswtap0)",
+        help="--dataplane, --dataplane-control: the data plane's tap interface here (tswtap0)",
     )
     parser.add_argument(
         "--tap-address",
@@ -101,8 +126,8 @@ def register(subparsers: Any) -> None:
         type=float,
         default=5.0,
         metavar="S",
-        help="seconds the interception outlives a supervisor that died without removing it "
-        "(default 5)",
+        help="seconds the interception (or the data plane's steering) outlives a supervisor "
+        "that died without removing it (default 5)",
     )
     parser.add_argument(
         "--status-file", type=Path, metavar="PATH", help="keep a JSON status file here"
@@ -146,14 +171,22 @@ def run(args: argparse.Namespace) -> int:
         if isinstance(exc, TorswitchError):
             raise
         raise TorswitchError(f"interception: {exc}") from None
+    if args.dataplane and args.dataplane_control:
+        raise TorswitchError("--dataplane runs a data plane, --dataplane-control attaches to "
+                             "one: not both")
     keeper = None
     interceptor: Any = None
+    stats_file: Path | None = None
     if args.dataplane:
         keeper, interceptor = _dataplane_mode(args, spec)
-        if args.no_intercept:
-            interceptor = None
+        stats_file = keeper.dataplane.stats_file
+    elif args.dataplane_control:
+        interceptor = _attached_mode(args, spec)
+        stats_file = args.dataplane_stats or args.dataplane_control.parent / "stats.prom"
     elif not args.no_intercept:
         interceptor = Interceptor(spec, allow_host_namespace=not args.namespace_mode)
+    if args.no_intercept:
+        interceptor = None
     if args.engine_cmd:
         argv = shlex.split(args.engine_cmd)
     else:
@@ -183,8 +216,8 @@ def run(args: argparse.Namespace) -> int:
         status_file=args.status_file,
         companion=keeper,
         # The engine re-exports the data plane's counters on its /metrics.
-        env={**os.environ, metrics.DATAPLANE_STATS_ENV: str(keeper.dataplane.stats_file)}
-        if keeper is not None else None,
+        env={**os.environ, metrics.DATAPLANE_STATS_ENV: str(stats_file)}
+        if stats_file is not None else None,
     )
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -199,7 +232,36 @@ def run(args: argparse.Namespace) -> int:
         except BaseException:
             keeper.stop()
             raise
-    return supervisor.run()
+    try:
+        return supervisor.run()
+    finally:
+        if interceptor is not None and (args.dataplane or args.dataplane_control):
+            _leave_dataplane(interceptor)
+
+
+def _leave_dataplane(interceptor: Any) -> None:
+    """Steering off (again) and the tap redirect removed, as this supervisor exits."""
+    from torswitch.interception import InterceptionError
+
+    try:
+        interceptor.close()
+    except InterceptionError as exc:
+        logging.getLogger(__name__).error("leaving the data plane: %s", exc)
+
+
+def _lease_ms(args: argparse.Namespace) -> int:
+    if not 0 < args.lease <= 3600:
+        raise TorswitchError(f"--lease {args.lease}: give 0 < seconds <= 3600")
+    return max(1, round(float(args.lease) * 1000))
+
+
+def _attached_mode(args: argparse.Namespace, spec: Any) -> Any:
+    """The steering interception for --dataplane-control (the data plane runs elsewhere)."""
+    from torswitch.tor_dpdk import ControlSteering, SteeringInterception, TapRedirect
+
+    redirect = TapRedirect(args.tap, spec.transfer_ports, spec.engine_port, spec.engine_address)
+    return SteeringInterception(ControlSteering(args.dataplane_control), redirect,
+                                lease_ms=_lease_ms(args))
 
 
 def _dataplane_mode(args: argparse.Namespace, spec: Any) -> tuple[Any, Any]:
@@ -251,4 +313,4 @@ def _dataplane_mode(args: argparse.Namespace, spec: Any) -> tuple[Any, Any]:
     workdir.mkdir(parents=True, exist_ok=True)
     keeper = DataplaneKeeper(config, workdir, args.tap_address, wrapper=_die_with_parent())
     redirect = TapRedirect(args.tap, spec.transfer_ports, spec.engine_port, spec.engine_address)
-    return keeper, SteeringInterception(keeper, redirect)
+    return keeper, SteeringInterception(keeper, redirect, lease_ms=_lease_ms(args))

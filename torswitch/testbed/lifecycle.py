@@ -83,7 +83,7 @@ class UpOptions:
         if self.tor not in TOR_CHOICES:
             raise BadValue(f"unknown ToR mode {self.tor!r} (known: {', '.join(TOR_CHOICES)})")
         if self.tor == "dpdk" and not self.cache:
-            # `torswitch run --dataplane` runs the data plane and the engine together.
+            # The data plane service is recorded, started and stopped with the engine.
             raise BadValue("--tor dpdk runs the data plane beside the block engine: no --no-cache")
         if self.cache and self.cache_bytes < (1 << 20):
             raise BadValue(f"--cache-size {self.cache_bytes} B is below the minimum of 1 MiB")
@@ -409,7 +409,8 @@ def start_engine(
     timeout: float = tor.START_TIMEOUT_S,
 ) -> dict[str, Any]:
     """Start the ToR's engine supervisor and wait until its interception is on. In dpdk mode
-    the supervisor also runs the data plane, so the ToR switches nothing while it is stopped.
+    the data plane service is started first, unless it runs already (it keeps running while
+    the supervisor is stopped: the ToR keeps switching).
 
     Records it in `state` (saved). Returns the supervisor's status. Raises `StartupFailed`
     (the supervisor is then stopped again, its logs kept) if it does not get there in
@@ -424,19 +425,58 @@ def start_engine(
         ),
     )
     mode = tor_mode(state)
-    pid = tor.start(run, topo, engine_cmd, mode)
-    state.engine = {
-        "supervisor_pid": pid,
+    record = {
+        "supervisor_pid": None,
         "engine_cmd": engine_cmd,
         "cache_dir": str(tor.cache_dir(topo.instance)),
         "cache_bytes": cache_bytes,
     }
+    if mode == "dpdk":
+        record["dataplane_pid"] = start_dataplane(run, state, topo, record, timeout)
+    pid = tor.start(run, topo, engine_cmd, mode)
+    state.engine = {**record, "supervisor_pid": pid}
     run.save(state)
     try:
         return tor.wait_intercepting(run, topo, pid, timeout=timeout, mode=mode)
     except BaseException:
         stop_engine(run, state)
         raise
+
+
+def start_dataplane(
+    run: RunDir,
+    state: State,
+    topo: topology.Topology,
+    record: dict[str, Any],
+    timeout: float = tor.START_TIMEOUT_S,
+) -> int:
+    """The ToR's data plane service (dpdk mode): the running one, or a new one started and
+    waited for (recorded in `state` at once, with the rest of `record`, and saved). Returns
+    its PID. Raises `StartupFailed` (a new one is stopped again, its logs kept)."""
+    old = state.engine.get("dataplane_pid") if state.engine else None
+    if tor.is_dataplane_service(run, old):
+        assert old is not None
+        return int(old)
+    pid = tor.start_dataplane(run, topo)
+    state.engine = {**(state.engine or record), "dataplane_pid": pid}
+    run.save(state)
+    try:
+        tor.wait_dataplane(run, pid, timeout)
+    except BaseException:
+        stop_dataplane(run, state)
+        raise
+    return pid
+
+
+def stop_dataplane(run: RunDir, state: State) -> bool:
+    """Stop the ToR's data plane service (the rack is cut off until it runs again). Returns
+    whether it was running."""
+    if state.engine is None:
+        return False
+    was = tor.stop_dataplane(run, state.engine.get("dataplane_pid"))
+    state.engine["dataplane_pid"] = None
+    run.save(state)
+    return was
 
 
 def start_directory(
@@ -512,8 +552,10 @@ def _teardown(instance: str, run: RunDir) -> DownReport:
     except NotUp:
         state = None
     if state is not None and state.engine is not None:
-        # First, while the DataNodes still run: rules off, engine stopped cleanly.
+        # First, while the DataNodes still run: rules off, engine stopped cleanly; then the
+        # data plane (dpdk mode), in the reverse order of their start.
         report.engine_stopped = tor.stop(run, state.engine.get("supervisor_pid"))
+        tor.stop_dataplane(run, state.engine.get("dataplane_pid"))
     if state is not None and state.directory is not None:
         report.directory_stopped = blockdir.stop(run, state.directory.get("pid"))
     pids: set[int] = set(hadoop.testbed_jvms(instance))

@@ -263,8 +263,8 @@ def _dpdk_port_commands(topo: Topology) -> list[list[str]]:
 # How the ToR's ports are joined. "kernel" (the kernel-mode ToR, `testbed up --tor kernel`)
 # is a plain bridge as far as the network is concerned: the block engine and its nftables
 # interception are started on top of it afterwards (testbed.tor). "bridge" is the same network
-# under its original name. "dpdk" leaves the ports to the data plane (`torswitch run
-# --dataplane`, started by testbed.tor), so nothing is switched until it runs.
+# under its original name. "dpdk" leaves the ports to the data plane (`torswitch dataplane
+# serve`, started by testbed.tor), so nothing is switched until it runs.
 TOR_MODES = {
     "kernel": _kernel_bridge_commands,
     "bridge": _kernel_bridge_commands,

@@ -15,17 +15,24 @@ Files::
     run/testbed-<instance>/logs/engine.log      the engine's own output, all restarts
     /dev/shm/torswitch-<instance>/              the cache (LMDB on tmpfs)
 
-With ``--tor dpdk`` the ToR namespace has no bridge, and the same supervisor runs with
-``--dataplane``: it also runs the DPDK data plane on the ToR's ports (c1, c2 .., uplink), with
-a tap ``tswtap0`` holding the ToR's address 198.18.1.1, and switches the data plane's steering
-with the engine's health (torswitch.tor_dpdk). Its files::
+With ``--tor dpdk`` the ToR namespace has no bridge: the switch is the DPDK data plane, run
+as a service of its own (``torswitch dataplane serve --namespace-mode``, in a session of its
+own too) on the ToR's ports (c1, c2 .., uplink), with a tap ``tswtap0`` holding the ToR's
+address 198.18.1.1. It is started first and stopped last; the engine's supervisor runs with
+``--dataplane-control``, attached to its control socket, and switches the data plane's
+steering with the engine's health, as a lease (torswitch.tor_dpdk). Stopping, restarting or
+killing the supervisor (and so the engine) leaves the data plane, and the rack, switching.
+Its files::
 
     run/testbed-<instance>/dataplane/stats.prom     counters (rewritten every 200 ms)
     run/testbed-<instance>/dataplane/control.sock   the control channel (protocol v1)
     run/testbed-<instance>/dataplane/dataplane.log  the data plane's output, all restarts
+    run/testbed-<instance>/dataplane/status.json    the service's status file
+    run/testbed-<instance>/logs/dataplane.log       `torswitch dataplane serve` (restarts)
 
-The state file records the supervisor's PID under ``engine``; the supervisor is recognised by
-that PID together with its status-file path on its command line, never by a broad name.
+The state file records the supervisor's PID under ``engine`` (and the data plane service's
+under ``engine.dataplane_pid``); each is recognised by that PID together with its status-file
+path on its command line, never by a broad name.
 """
 
 from __future__ import annotations
@@ -77,8 +84,21 @@ def dataplane_dir(run: RunDir) -> Path:
     return run.path / "dataplane"
 
 
+def dataplane_status_path(run: RunDir) -> Path:
+    """The status file of the data plane service (`torswitch dataplane serve`)."""
+    return dataplane_dir(run) / "status.json"
+
+
+def dataplane_control(run: RunDir) -> Path:
+    return dataplane_dir(run) / "control.sock"
+
+
+def dataplane_service_log(run: RunDir) -> Path:
+    return run.log_dir / "dataplane.log"
+
+
 def eal_prefix(topo: topology.Topology) -> str:
-    """The EAL file prefix `torswitch run --dataplane` uses in this testbed's ToR."""
+    """The EAL file prefix the data plane service uses in this testbed's ToR."""
     return f"tsw-dp-{topo.host(topology.TOR).namespace}"
 
 
@@ -175,21 +195,129 @@ def supervisor_argv(
     if engine_cmd is not None:
         argv += ["--engine-cmd", engine_cmd]
     if mode == "dpdk":
-        assert topo is not None
-        argv += [
-            "--dataplane",
-            "--tap",
-            DEFAULT_TAP,
-            "--tap-address",
-            f"{topology.TOR_ADDRESS}/{topology.SEGMENT_PREFIX_LEN}",
-            "--dataplane-dir",
-            str(dataplane_dir(run)),
-            "--uplink",
-            topology.UPLINK_TOR_PORT,
-        ]
-        for port in topo.tor_rack_ports:
-            argv += ["--rack-port", port]
+        argv += ["--dataplane-control", str(dataplane_control(run)), "--tap", DEFAULT_TAP]
     return argv
+
+
+def dataplane_service_argv(run: RunDir, topo: topology.Topology) -> list[str]:
+    """`torswitch dataplane serve` for the ToR of `topo`: its ports, the tap with the ToR's
+    address, the transfer port of the clients' Hadoop config."""
+    argv = [
+        sys.executable,
+        "-m",
+        "torswitch",
+        "dataplane",
+        "serve",
+        "--namespace-mode",
+        "--dir",
+        str(dataplane_dir(run)),
+        "--status-file",
+        str(dataplane_status_path(run)),
+        "--tap",
+        DEFAULT_TAP,
+        "--tap-address",
+        f"{topology.TOR_ADDRESS}/{topology.SEGMENT_PREFIX_LEN}",
+        "--uplink",
+        topology.UPLINK_TOR_PORT,
+        "--hadoop-conf",
+        str(run.conf_dir("client")),
+    ]
+    for port in topo.tor_rack_ports:
+        argv += ["--rack-port", port]
+    return argv
+
+
+def start_dataplane(run: RunDir, topo: topology.Topology) -> int:
+    """Start the data plane service in the ToR namespace; returns its PID (not waiting).
+
+    Raises `StartupFailed` if it cannot be started.
+    """
+    ns = topo.host(topology.TOR).namespace
+    dataplane_dir(run).mkdir(parents=True, exist_ok=True)
+    dataplane_status_path(run).unlink(missing_ok=True)
+    with open(dataplane_service_log(run), "ab") as out:
+        try:
+            proc = subprocess.Popen(
+                netns.exec_argv(ns, dataplane_service_argv(run, topo)),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                close_fds=True,
+            )
+        except OSError as exc:
+            raise StartupFailed(f"cannot start the data plane in {ns}: {exc}") from exc
+    return proc.pid
+
+
+def is_dataplane_service(run: RunDir, pid: int | None) -> bool:
+    """Whether `pid` is this run directory's data plane service."""
+    return hadoop.runs_with(pid, str(dataplane_status_path(run)))
+
+
+def read_dataplane_status(run: RunDir) -> dict[str, Any] | None:
+    """The data plane service's status file, or None if there is none (yet)."""
+    import json
+
+    try:
+        data: dict[str, Any] = json.loads(dataplane_status_path(run).read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    return data
+
+
+def wait_dataplane(run: RunDir, pid: int, timeout: float = START_TIMEOUT_S) -> dict[str, Any]:
+    """Wait until the data plane service reports its data plane running and the data plane
+    answers on its control socket. Returns the service's status. Raises `StartupFailed`, with
+    the logs' last lines, if the service exits or `timeout` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if not is_dataplane_service(run, pid):
+            raise StartupFailed(
+                f"torswitch dataplane serve (pid {pid}) exited; see "
+                f"{dataplane_service_log(run)}:\n{hadoop.tail(dataplane_service_log(run))}\n"
+                f"data plane log:\n{hadoop.tail(dataplane_dir(run) / 'dataplane.log')}"
+            )
+        status = read_dataplane_status(run) or {}
+        if status.get("phase") == "running" and dataplane_steering(run) is not None:
+            return status
+        if time.monotonic() > deadline:
+            raise StartupFailed(
+                f"the data plane is not running after {timeout:.0f} s; see "
+                f"{dataplane_service_log(run)}:\n{hadoop.tail(dataplane_service_log(run))}"
+            )
+        time.sleep(0.1)
+
+
+def stop_dataplane(run: RunDir, pid: int | None, timeout: float = STOP_TIMEOUT_S) -> bool:
+    """SIGTERM the data plane service and wait for it (it stops the data plane); SIGKILL it
+    and its data plane after `timeout` seconds. Returns whether it was running."""
+    if not is_dataplane_service(run, pid):
+        return False
+    assert pid is not None
+    child = (read_dataplane_status(run) or {}).get("pid")
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return False
+    deadline = time.monotonic() + timeout
+    while is_dataplane_service(run, pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    leftovers = [p for p in (pid, child) if isinstance(p, int) and p and hadoop.pid_alive(p)
+                 and (p == pid or _runs_dataplane(p))]
+    if leftovers:
+        hadoop.stop_pids(leftovers, grace=0.0)
+    return True
+
+
+def _runs_dataplane(pid: int) -> bool:
+    """Whether `pid` is a tsw-dataplane process (its binary is its first argument, or the
+    first after a setpriv wrapper)."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return any(a.endswith(b"/tsw-dataplane") for a in argv[:6])
 
 
 def start(
@@ -274,13 +402,14 @@ def _dpdk_interception_state(topo: topology.Topology, run: RunDir) -> InterceptS
     return state
 
 
-def dataplane_steering(run: RunDir) -> bool:
-    """Whether the ToR's data plane answers on its control channel with steering on."""
+def dataplane_steering(run: RunDir) -> bool | None:
+    """Whether the ToR's data plane has steering on, as its control channel says; None if it
+    does not answer."""
     try:
-        with ControlClient(dataplane_dir(run) / "control.sock", 1.0) as ctl:
+        with ControlClient(dataplane_control(run), 1.0) as ctl:
             return ctl.status().get("steering") == "on"
     except (OSError, DataplaneError):
-        return False
+        return None
 
 
 def wait_intercepting(
@@ -348,15 +477,22 @@ def remove_cache(instance: str) -> bool:
     return True
 
 
-def dataplane_report(run: RunDir, status: dict[str, Any], running: bool) -> dict[str, Any]:
-    """The data plane's part of `testbed status` (dpdk mode): its PID, restarts and counters
-    (per port: rx/tx packets, drops, steered; totals)."""
-    dp = status.get("dataplane") or {}
-    pid = dp.get("pid") if running else None
+def dataplane_report(run: RunDir, record: dict[str, Any] | None) -> dict[str, Any]:
+    """The data plane's part of `testbed status` (dpdk mode): the service's PID and whether it
+    runs, the data plane's PID, restarts, steering (on, off, or None when it does not answer)
+    and counters (per port: rx/tx packets, drops, steered; totals: flows_steered,
+    flows_direct ...)."""
+    service = (record or {}).get("dataplane_pid")
+    running = is_dataplane_service(run, service)
+    dp = (read_dataplane_status(run) or {}) if running else {}
+    pid = dp.get("pid")
     out: dict[str, Any] = {
+        "service_pid": service if running else None,
+        "service_running": running,
         "pid": pid if pid and hadoop.pid_alive(pid) else None,
         "restarts": dp.get("restarts", 0),
         "last_exit": dp.get("last_exit"),
+        "steering": dataplane_steering(run) if running else None,
         "ports": {},
         "totals": {},
     }
@@ -381,7 +517,7 @@ def report(
     status = read_status(run) or {}
     child = engine_pid(run, pid) if running else None
     rules = interception_state(topo, mode, run)
-    extra = {"dataplane": dataplane_report(run, status, running)} if mode == "dpdk" else {}
+    extra = {"dataplane": dataplane_report(run, record)} if mode == "dpdk" else {}
     return {
         **extra,
         "mode": mode,
