@@ -15,6 +15,14 @@
  *   refusal, no server), split over servers, or sent to the key's server
  *   by rewriting the destination MAC (DSR).
  *
+ *   The common case has a path of its own, dp_mc_request_fast: one
+ *   datagram "get KEY\r\n" (dp_mc_get1_len says what the parser would)
+ *   goes straight to dp_mc_get1, which answers from the cache or rewrites
+ *   the destination MAC, counting as the general path does; anything else
+ *   takes the general path with nothing counted yet. The frame's fields
+ *   (struct dp_mc_pkt) stay in registers on it: functions out of line get
+ *   a copy, or the mbuf and dp_mc_locate to find them again.
+ *
  *   dp_mc_reply: ends a write's coherence hold, gathers a split's parts,
  *   fills the cache; otherwise the reply goes on to its client unchanged.
  *
@@ -34,6 +42,7 @@
 #include <rte_ether.h>
 #include <rte_ip.h>
 #include <rte_mbuf.h>
+#include <rte_memcpy.h>
 #include <rte_udp.h>
 
 #include "tsw/tsw_route.h"
@@ -162,28 +171,80 @@ dp_mc_turn_room(const struct rte_mbuf *m)
 			DP_MC_MAX_UDP_PAYLOAD - DP_MC_UDP_HDR_LEN);
 }
 
-/* Sets the lengths of a frame whose UDP payload now has plen bytes, and
- * recomputes both checksums. */
+/*
+ * Sets the lengths of a frame whose UDP payload now has plen bytes, and
+ * both checksums: the IPv4 header's, and the UDP checksum from
+ * payload_sum, the unfolded dp_mc_sum of the payload's bytes from
+ * payload_from on (the caller's, when it knows it without a pass over the
+ * bytes), to which the bytes before payload_from are added here. The
+ * results are rte_ipv4_cksum's and rte_ipv4_udptcp_cksum's (dp_mc_proto.h
+ * on the sums), with the checksum arithmetic eight bytes at a time.
+ */
+static inline void
+dp_mc_fix_sum(struct rte_mbuf *m, struct rte_ipv4_hdr *ip, uint32_t ihl,
+		uint32_t plen, uint32_t payload_from, uint64_t payload_sum)
+{
+	struct rte_udp_hdr *udp = (struct rte_udp_hdr *)((uint8_t *)ip + ihl);
+	uint16_t ulen = rte_cpu_to_be_16((uint16_t)(DP_MC_UDP_LEN + plen));
+	uint64_t acc;
+	uint16_t ck;
+
+	ip->total_length = rte_cpu_to_be_16((uint16_t)(ihl + DP_MC_UDP_LEN + plen));
+	ip->hdr_checksum = 0;
+	ip->hdr_checksum = (uint16_t)~dp_mc_sum_fold(dp_mc_sum(ip, ihl, 0));
+	udp->dgram_len = ulen;
+	udp->dgram_cksum = 0;
+	/* Pseudo-header (addresses, protocol, UDP length), then the UDP
+	 * header (ports, length, zero checksum) and the payload. */
+	acc = dp_mc_sum(&ip->src_addr, 8, payload_sum);
+	acc = dp_mc_sum_add(acc, (uint64_t)rte_cpu_to_be_16(ip->next_proto_id) +
+			ulen + ulen);
+	acc = dp_mc_sum(udp, 4, acc);
+	acc = dp_mc_sum(udp + 1, payload_from, acc);
+	ck = (uint16_t)~dp_mc_sum_fold(acc);
+	udp->dgram_cksum = ck == 0 ? 0xffff : ck;	/* RFC 768 */
+	m->data_len = (uint16_t)(DP_MC_ETH_LEN + ihl + DP_MC_UDP_LEN + plen);
+	m->pkt_len = m->data_len;
+}
+
 static void
 dp_mc_fix(struct rte_mbuf *m, struct rte_ipv4_hdr *ip, uint32_t ihl,
 		uint32_t plen)
 {
-	struct rte_udp_hdr *udp = (struct rte_udp_hdr *)((uint8_t *)ip + ihl);
+	dp_mc_fix_sum(m, ip, ihl, plen, plen, 0);
+}
 
-	ip->total_length = rte_cpu_to_be_16((uint16_t)(ihl + DP_MC_UDP_LEN + plen));
-	ip->hdr_checksum = 0;
-	ip->hdr_checksum = rte_ipv4_cksum(ip);
-	udp->dgram_len = rte_cpu_to_be_16((uint16_t)(DP_MC_UDP_LEN + plen));
-	udp->dgram_cksum = 0;
-	udp->dgram_cksum = rte_ipv4_udptcp_cksum(ip, udp);
-	m->data_len = (uint16_t)(DP_MC_ETH_LEN + ihl + DP_MC_UDP_LEN + plen);
-	m->pkt_len = m->data_len;
+/*
+ * Sets a frame's destination MAC with one 8-byte store over it and the
+ * first two bytes of the source MAC (rewritten as they were): the switch
+ * reads the destination next with one 8-byte load, which a store of the
+ * same 8 bytes forwards to at once, while two smaller stores would hold
+ * it until they reach the cache.
+ */
+static inline void
+dp_mc_set_dst(struct rte_ether_hdr *eth, const uint8_t *mac)
+{
+	uint64_t w, m;
+	uint32_t lo;
+	uint16_t hi;
+
+	memcpy(&w, eth, 8);
+	memcpy(&lo, mac, 4);
+	memcpy(&hi, mac + 4, 2);
+#if RTE_BYTE_ORDER == RTE_LITTLE_ENDIAN
+	m = (uint64_t)lo | (uint64_t)hi << 32;
+	w = (w & UINT64_C(0xffff000000000000)) | m;
+#else
+	m = (uint64_t)lo << 32 | (uint64_t)hi << 16;
+	w = (w & UINT64_C(0xffff)) | m;
+#endif
+	memcpy(eth, &w, 8);
 }
 
 /* Readdresses a request frame as the pool's answer to its client and
  * returns where the frame header goes. Read anything needed from the
  * request's payload first: the new headers may cover IP options. */
-static uint8_t *
+static __rte_always_inline uint8_t *
 dp_mc_turn(const struct dp_mc_pool *pool, struct dp_mc_pkt *k)
 {
 	struct rte_mbuf *m = k->m;
@@ -234,56 +295,137 @@ dp_mc_answer(struct dp_core *dc, const struct dp_mc_pool *pool,
 	return DP_MC_DONE;
 }
 
-/* Serves a cache hit in place. False (frame untouched) when the reply
- * would not fit. */
-static bool
+/*
+ * Serves a cache hit in place: the slot's text is the whole reply, with
+ * its checksum sum. False (frame untouched) when the reply would not
+ * fit.
+ *
+ * The frame becomes what dp_mc_turn and dp_mc_fix_sum make of it, but
+ * built in registers: the headers are put together as words (the few
+ * bytes of the request they keep are read first), their checksums added
+ * from those words and from the text's sum, and each word stored once,
+ * so nothing just written is read back.
+ */
+static __rte_always_inline bool
 dp_mc_serve_hit(struct dp_core *dc, const struct dp_mc_pool *pool,
-		struct dp_mc_pkt *k, uint16_t req_id, const uint8_t *key,
-		uint8_t key_len, const struct dp_mc_hit *hit)
+		struct dp_mc_pkt *k, uint16_t req_id, const struct dp_mc_hit *hit)
 {
-	struct dp_mc_udp_hdr h = { .req_id = req_id, .seq = 0, .total = 1 };
-	uint8_t kbuf[DP_MC_MAX_KEY_LEN];
-	uint32_t room = dp_mc_turn_room(k->m), n;
-	uint8_t *pl;
+	struct rte_mbuf *m = k->m;
+	uint32_t room = dp_mc_turn_room(m);
+	uint32_t plen = DP_MC_UDP_HDR_LEN + hit->text_len;
+#if RTE_BYTE_ORDER == RTE_LITTLE_ENDIAN
+	uint8_t *f = (uint8_t *)k->eth;
+	uint8_t *ip = f + DP_MC_ETH_LEN;
+	uint8_t *udp = ip + DP_MC_IP_LEN;
+	uint16_t ulen = rte_cpu_to_be_16((uint16_t)(DP_MC_UDP_LEN + plen));
+	uint16_t tot = rte_cpu_to_be_16((uint16_t)(DP_MC_IP_LEN +
+				DP_MC_UDP_LEN + plen));
+	uint64_t client_mac, vmac, w0, w1, fh, acc;
+	uint32_t client, ports, w2;
+	uint16_t id, ck, vlo;
+	uint32_t vhi;
+#endif
 
-	if (dp_mc_value_reply_len(key_len, hit->flags, hit->value_len) > room)
+	if (unlikely(hit->text_len > room))
 		return false;
-	/* The reply overwrites the request line, key included. */
-	memcpy(kbuf, key, key_len);
-	pl = dp_mc_turn(pool, k);
-	dp_mc_write_hdr(pl, &h);
-	n = dp_mc_build_value_reply(pl + DP_MC_UDP_HDR_LEN, room, kbuf, key_len,
-			hit->flags, hit->value, hit->value_len);
-	dp_mc_fix(k->m, k->ip, DP_MC_IP_LEN, DP_MC_UDP_HDR_LEN + n);
-	dp_tx_enqueue(&dc->ports[k->in_idx], k->m);
+#if RTE_BYTE_ORDER == RTE_LITTLE_ENDIAN
+	if (unlikely(m->next != NULL)) {
+		rte_pktmbuf_free(m->next);
+		m->next = NULL;
+		m->nb_segs = 1;
+	}
+	/* What the answer keeps of the request. */
+	memcpy(&client_mac, f + RTE_ETHER_ADDR_LEN, 8);	/* + type */
+	memcpy(&client, &k->ip->src_addr, 4);
+	memcpy(&id, &k->ip->packet_id, 2);
+	ports = (uint32_t)pool->vport_be | (uint32_t)k->udp->src_port << 16;
+	/* Ethernet: to the client, from the pool's MAC. */
+	memcpy(&vlo, pool->vmac.addr_bytes, 2);
+	memcpy(&vhi, pool->vmac.addr_bytes + 2, 4);
+	vmac = (client_mac & UINT64_C(0xffffffffffff)) | (uint64_t)vlo << 48;
+	memcpy(f, &vmac, 8);
+	memcpy(f + 8, &vhi, 4);
+	/* IPv4: version 4, 20 bytes, TOS 0, the request's id, no
+	 * fragment, TTL 64, UDP, from the VIP to the client. */
+	w0 = (uint64_t)RTE_IPV4_VHL_DEF | (uint64_t)tot << 16 |
+		(uint64_t)id << 32;
+	w1 = 64 | (uint64_t)IPPROTO_UDP << 8 | (uint64_t)pool->vip_be << 32;
+	w2 = client;
+	acc = dp_mc_sum_add(dp_mc_sum_add(w0, w1), w2);
+	w1 |= (uint64_t)(uint16_t)~dp_mc_sum_fold(acc) << 16;
+	memcpy(ip, &w0, 8);
+	memcpy(ip + 8, &w1, 8);
+	memcpy(ip + 16, &w2, 4);
+	/* The frame header: the request id, datagram 0 of 1. */
+	fh = (uint64_t)rte_cpu_to_be_16(req_id) |
+		(uint64_t)rte_cpu_to_be_16(1) << 32;
+	memcpy(udp + DP_MC_UDP_LEN, &fh, 8);
+	rte_memcpy(udp + DP_MC_UDP_LEN + DP_MC_UDP_HDR_LEN, hit->text,
+			hit->text_len);
+	/* UDP: pseudo-header, header, frame header, text. */
+	acc = dp_mc_sum_add((uint64_t)pool->vip_be | (uint64_t)client << 32,
+			(uint64_t)rte_cpu_to_be_16(IPPROTO_UDP) + ulen + ulen +
+			ports + hit->text_sum);
+	acc = dp_mc_sum_add(acc, fh);
+	ck = (uint16_t)~dp_mc_sum_fold(acc);
+	ck = ck == 0 ? 0xffff : ck;	/* RFC 768 */
+	memcpy(udp, &ports, 4);
+	w2 = (uint32_t)ulen | (uint32_t)ck << 16;
+	memcpy(udp + 4, &w2, 4);
+	m->data_len = (uint16_t)(DP_MC_ETH_LEN + DP_MC_IP_LEN + DP_MC_UDP_LEN +
+			plen);
+	m->pkt_len = m->data_len;
+	k->ip = (struct rte_ipv4_hdr *)ip;
+	k->udp = (struct rte_udp_hdr *)udp;
+	k->ihl = DP_MC_IP_LEN;
+#else
+	{
+		struct dp_mc_udp_hdr h = { .req_id = req_id, .seq = 0,
+			.total = 1 };
+		uint8_t *pl = dp_mc_turn(pool, k);
+
+		dp_mc_write_hdr(pl, &h);
+		rte_memcpy(pl + DP_MC_UDP_HDR_LEN, hit->text, hit->text_len);
+		/* The text starts at an even offset of the UDP payload. */
+		dp_mc_fix_sum(m, k->ip, DP_MC_IP_LEN, plen, DP_MC_UDP_HDR_LEN,
+				hit->text_sum);
+	}
+#endif
+	dp_tx_enqueue(&dc->ports[k->in_idx], m);
 	return true;
+}
+
+/* A first fragment sent to s: records where its later fragments go. */
+static __rte_noinline void
+dp_mc_send_frag(struct dp_core *dc, const struct dp_mc_pool *pool,
+		struct dp_mc_pkt k, const struct dp_mc_server *s, uint64_t now)
+{
+	struct dp_mc_state *mc = &dc->mc;
+	struct dp_mc_flow *f;
+	bool evicted;
+
+	f = dp_mc_flow_insert(mc->frags, dp_mc_frag_key(
+			rte_be_to_cpu_32(k.ip->src_addr),
+			rte_be_to_cpu_16(k.ip->packet_id)),
+			now + mc->req_timeout_tsc, &evicted);
+	f->flags |= DP_MC_FLOW_SERVER;
+	memcpy(f->server_mac, s->mac.addr_bytes, RTE_ETHER_ADDR_LEN);
+	f->server_ip = s->ip;
+	f->server_port = s->port;
+	f->server_id = s->id;
+	f->pool_id = pool->id;
 }
 
 /* Sends a request frame to a server: destination MAC only (DSR). A first
  * fragment also records where its later fragments go. */
-static enum dp_mc_verdict
+static inline enum dp_mc_verdict
 dp_mc_send(struct dp_core *dc, const struct dp_mc_pool *pool,
 		struct dp_mc_pkt *k, const struct dp_mc_server *s, uint64_t now)
 {
-	struct dp_mc_state *mc = &dc->mc;
-
-	rte_ether_addr_copy(&s->mac, &k->eth->dst_addr);
-	mc->server_stats[s->id].requests++;
-	if (unlikely(k->first_frag)) {
-		struct dp_mc_flow *f;
-		bool evicted;
-
-		f = dp_mc_flow_insert(mc->frags, dp_mc_frag_key(
-				rte_be_to_cpu_32(k->ip->src_addr),
-				rte_be_to_cpu_16(k->ip->packet_id)),
-				now + mc->req_timeout_tsc, &evicted);
-		f->flags |= DP_MC_FLOW_SERVER;
-		memcpy(f->server_mac, s->mac.addr_bytes, RTE_ETHER_ADDR_LEN);
-		f->server_ip = s->ip;
-		f->server_port = s->port;
-		f->server_id = s->id;
-		f->pool_id = pool->id;
-	}
+	dp_mc_set_dst(k->eth, s->mac.addr_bytes);
+	dc->mc.server_stats[s->id].requests++;
+	if (unlikely(k->first_frag))
+		dp_mc_send_frag(dc, pool, *k, s, now);
 	return DP_MC_SWITCH;
 }
 
@@ -787,7 +929,162 @@ dp_mc_flush(struct dp_core *dc, const struct dp_mc_pool *pool,
 			!req->noreply, now);
 }
 
-static enum dp_mc_verdict
+static __rte_always_inline int
+dp_mc_locate(struct rte_mbuf *m, uint16_t in_idx, struct dp_mc_pkt *k);
+
+/* The frame k was made from (dp_mc_locate), made again: the common path
+ * keeps only m alive across its calls, and the rare one rebuilds k. */
+static __rte_noinline enum dp_mc_verdict
+dp_mc_answer_m(struct dp_core *dc, const struct dp_mc_pool *pool,
+		struct rte_mbuf *m, uint16_t in_idx, uint16_t req_id,
+		const char *line)
+{
+	struct dp_mc_pkt k = { .m = m };
+
+	(void)dp_mc_locate(m, in_idx, &k);
+	return dp_mc_answer(dc, pool, &k, req_id, line);
+}
+
+static __rte_noinline void
+dp_mc_send_frag_m(struct dp_core *dc, const struct dp_mc_pool *pool,
+		struct rte_mbuf *m, uint16_t in_idx,
+		const struct dp_mc_server *s, uint64_t now)
+{
+	struct dp_mc_pkt k = { .m = m };
+
+	(void)dp_mc_locate(m, in_idx, &k);
+	dp_mc_send_frag(dc, pool, k, s, now);
+}
+
+/*
+ * A get of one key, parsed, to a pool with a live server: served from
+ * the cache, or sent to the key's server.
+ *
+ * A live server exists (first_live), so the ring has one for every key
+ * (the pool's ring has no overrides), and the key's server is only
+ * looked up when the cache does not answer. A hit counts for the server
+ * the slot's fill was asked of, its tag: a pool change flushes the cache
+ * (dp_mc_ctl.c), so that is the key's server under the pool the hit is
+ * served in.
+ *
+ * k is never handed out of line (out-of-line calls get m and rebuild k),
+ * so the compiler keeps it in registers, and after the ring lookup only
+ * what the common path needs is alive.
+ */
+static __rte_always_inline enum dp_mc_verdict
+dp_mc_get1(struct dp_core *dc, const struct dp_mc_pool *pool,
+		const struct dp_mc_pkt *k, uint16_t req_id, uint16_t total,
+		const uint8_t *key, uint8_t len, uint64_t now)
+{
+	struct dp_mc_state *mc = &dc->mc;
+	struct rte_ether_hdr *eth = k->eth;
+	struct rte_mbuf *m = k->m;
+	const struct dp_mc_server *s;
+	bool first_frag = k->first_frag;
+	uint16_t in_idx = k->in_idx;
+	uint64_t hash, ticket;
+	uint32_t est, srv;
+
+	if (!pool->cache || mc->cache == NULL || first_frag || total != 1) {
+		/* Not for the cache: the key's server, and nothing else
+		 * alive across the lookup. */
+		srv = tsw_ring_lookup(pool->ring, key, len);
+		if (unlikely(srv >= pool->nservers)) {
+			mc->pool_stats[pool->id].no_server++;
+			return dp_mc_answer_m(dc, pool, m, in_idx, req_id,
+					DP_MC_NO_SERVER);
+		}
+		s = &pool->servers[srv];
+		mc->pool_stats[pool->id].get_keys++;
+		mc->pool_stats[pool->id].misses++;
+		mc->server_stats[s->id].misses++;
+		dp_mc_set_dst(eth, s->mac.addr_bytes);
+		mc->server_stats[s->id].requests++;
+		if (unlikely(first_frag))
+			dp_mc_send_frag_m(dc, pool, m, in_idx, s, now);
+		return DP_MC_SWITCH;
+	}
+	{
+		struct dp_mc_pkt c = *k;
+		struct dp_mc_hit hit;
+
+		hash = dp_mc_cache_hash(pool->id, key, len);
+		est = dp_mc_cache_count(mc->cache, hash);
+		if (dp_mc_cache_lookup(mc->cache, hash, key, len, now, &hit) &&
+				likely(dp_mc_serve_hit(dc, pool, &c, req_id,
+						&hit))) {
+			mc->pool_stats[pool->id].get_keys++;
+			mc->pool_stats[pool->id].hits++;
+			mc->server_stats[hit.tag].hits++;
+			return DP_MC_DONE;
+		}
+		ticket = dp_mc_ticket(rte_be_to_cpu_32(k->ip->src_addr),
+				rte_be_to_cpu_16(k->udp->src_port), req_id);
+	}
+	srv = tsw_ring_lookup(pool->ring, key, len);
+	if (unlikely(srv >= pool->nservers)) {
+		mc->pool_stats[pool->id].no_server++;
+		return dp_mc_answer_m(dc, pool, m, in_idx, req_id,
+				DP_MC_NO_SERVER);
+	}
+	s = &pool->servers[srv];
+	mc->pool_stats[pool->id].get_keys++;
+	dp_mc_cache_read_miss_tag(mc->cache, hash, key, len, est, ticket, now,
+			s->id);
+	mc->pool_stats[pool->id].misses++;
+	mc->server_stats[s->id].misses++;
+	dp_mc_set_dst(eth, s->mac.addr_bytes);
+	mc->server_stats[s->id].requests++;
+	return DP_MC_SWITCH;
+}
+
+static __rte_noinline enum dp_mc_verdict
+dp_mc_request(struct dp_core *dc, const struct dp_mc_pool *pool,
+		struct dp_mc_pkt *k, uint64_t now);
+
+/* The general request path with a copy of k (see dp_mc_get1). */
+static __rte_noinline enum dp_mc_verdict
+dp_mc_request_v(struct dp_core *dc, const struct dp_mc_pool *pool,
+		struct dp_mc_pkt k, uint64_t now)
+{
+	return dp_mc_request(dc, pool, &k, now);
+}
+
+/*
+ * The common request, without the general parser: one datagram (seq 0)
+ * whose line is "get KEY\r\n" (dp_mc_get1_len: what dp_mc_parse_req
+ * makes of it), to a pool with a live server; it is counted as
+ * dp_mc_request would. Anything else goes to dp_mc_request, with nothing
+ * counted yet.
+ */
+static __rte_always_inline enum dp_mc_verdict
+dp_mc_request_fast(struct dp_core *dc, const struct dp_mc_pool *pool,
+		const struct dp_mc_pkt *k, uint64_t now)
+{
+	struct dp_mc_state *mc = &dc->mc;
+	struct dp_mc_udp_hdr h;
+	uint32_t n;
+
+	if (likely(dp_mc_read_hdr(k->pl, k->plen, &h) && h.seq == 0 &&
+			pool->first_live >= 0)) {
+		const uint8_t *ascii = k->pl + DP_MC_UDP_HDR_LEN;
+
+		/* Reading on to the end of the buffer is allowed. */
+		n = dp_mc_get1_len_room(ascii, k->plen - DP_MC_UDP_HDR_LEN,
+				(uint32_t)((const uint8_t *)k->m->buf_addr +
+					k->m->buf_len - ascii));
+		if (likely(n != 0)) {
+			mc->pool_stats[pool->id].requests++;
+			mc->parse_results[DP_MC_OK]++;
+			return dp_mc_get1(dc, pool, k, h.req_id, h.total,
+					k->pl + DP_MC_UDP_HDR_LEN + 4,
+					(uint8_t)n, now);
+		}
+	}
+	return dp_mc_request_v(dc, pool, *k, now);
+}
+
+static __rte_noinline enum dp_mc_verdict
 dp_mc_request(struct dp_core *dc, const struct dp_mc_pool *pool,
 		struct dp_mc_pkt *k, uint64_t now)
 {
@@ -812,12 +1109,12 @@ dp_mc_request(struct dp_core *dc, const struct dp_mc_pool *pool,
 		rte_pktmbuf_free(k->m);
 		return DP_MC_DONE;
 	}
+	ascii = k->pl + DP_MC_UDP_HDR_LEN;
 	ticket = dp_mc_ticket(rte_be_to_cpu_32(k->ip->src_addr),
 			rte_be_to_cpu_16(k->udp->src_port), h.req_id);
 	if (h.seq != 0)
 		return dp_mc_follower(dc, pool, k, ticket, now);
 
-	ascii = k->pl + DP_MC_UDP_HDR_LEN;
 	r = dp_mc_parse_req(ascii, k->plen - DP_MC_UDP_HDR_LEN, &req);
 	mc->parse_results[r]++;
 	if (unlikely(r != DP_MC_OK && r != DP_MC_PARTIAL)) {
@@ -829,11 +1126,16 @@ dp_mc_request(struct dp_core *dc, const struct dp_mc_pool *pool,
 		pc->no_server++;
 		return dp_mc_answer(dc, pool, k, h.req_id, DP_MC_NO_SERVER);
 	}
-	if (req.kind == DP_MC_KIND_FLUSH)
+	if (unlikely(req.kind == DP_MC_KIND_FLUSH))
 		return dp_mc_flush(dc, pool, k, &req, &h, ticket, now);
-	if (req.kind == DP_MC_KIND_NOKEY || req.nkeys == 0)
+	if (unlikely(req.kind == DP_MC_KIND_NOKEY || req.nkeys == 0))
 		return dp_mc_send(dc, pool, k, &pool->servers[pool->first_live],
 				now);
+	cached = pool->cache && mc->cache != NULL;
+
+	if (likely(req.op == DP_MC_OP_GET && req.nkeys == 1))
+		return dp_mc_get1(dc, pool, k, h.req_id, h.total,
+				ascii + req.keys[0].off, req.keys[0].len, now);
 
 	srv0 = dp_mc_route(pool, ascii, &req.keys[0]);
 	if (unlikely(srv0 < 0)) {
@@ -841,32 +1143,6 @@ dp_mc_request(struct dp_core *dc, const struct dp_mc_pool *pool,
 		return dp_mc_answer(dc, pool, k, h.req_id, DP_MC_NO_SERVER);
 	}
 	s = &pool->servers[srv0];
-	cached = pool->cache && mc->cache != NULL;
-
-	if (req.op == DP_MC_OP_GET && req.nkeys == 1) {
-		pc->get_keys++;
-		if (cached && !k->first_frag && h.total == 1) {
-			const uint8_t *key = ascii + req.keys[0].off;
-			uint8_t len = req.keys[0].len;
-			uint64_t hash = dp_mc_cache_hash(pool->id, key, len);
-			uint32_t est = dp_mc_cache_count(mc->cache, hash);
-			struct dp_mc_hit hit;
-
-			if (dp_mc_cache_lookup(mc->cache, hash, key, len, now,
-						&hit) &&
-					dp_mc_serve_hit(dc, pool, k, h.req_id, key,
-						len, &hit)) {
-				pc->hits++;
-				mc->server_stats[s->id].hits++;
-				return DP_MC_DONE;
-			}
-			dp_mc_cache_read_miss(mc->cache, hash, key, len, est,
-					ticket, now);
-		}
-		pc->misses++;
-		mc->server_stats[s->id].misses++;
-		return dp_mc_send(dc, pool, k, s, now);
-	}
 
 	if (req.nkeys > 1) {
 		/* get, gets, gat, gats with several keys: split when they
@@ -969,7 +1245,7 @@ dp_mc_request(struct dp_core *dc, const struct dp_mc_pool *pool,
 }
 
 /* A later IP fragment to a VIP: where its first fragment went. */
-static enum dp_mc_verdict
+static __rte_noinline enum dp_mc_verdict
 dp_mc_fragment(struct dp_core *dc, const struct dp_mc_pool *pool,
 		struct dp_mc_pkt *k, uint64_t now)
 {
@@ -984,8 +1260,7 @@ dp_mc_fragment(struct dp_core *dc, const struct dp_mc_pool *pool,
 		return DP_MC_DONE;
 	}
 	mc->pool_stats[f->pool_id].fragments++;
-	memcpy(k->eth->dst_addr.addr_bytes, f->server_mac,
-			RTE_ETHER_ADDR_LEN);
+	dp_mc_set_dst(k->eth, f->server_mac);
 	return DP_MC_SWITCH;
 }
 
@@ -1027,7 +1302,7 @@ dp_mc_fill(struct dp_core *dc, const struct dp_mc_pool *pool,
 		pc->fill_rejected++;
 }
 
-static enum dp_mc_verdict
+static __rte_noinline enum dp_mc_verdict
 dp_mc_reply(struct dp_core *dc, const struct dp_mc_pool *pool,
 		struct dp_mc_pkt *k, uint64_t now)
 {
@@ -1070,7 +1345,7 @@ dp_mc_reply(struct dp_core *dc, const struct dp_mc_pool *pool,
 /* ---- the hook ---------------------------------------------------------- */
 
 /* An ARP request for a VIP becomes its reply, out of the ingress port. */
-static enum dp_mc_verdict
+static __rte_noinline enum dp_mc_verdict
 dp_mc_arp(struct dp_core *dc, uint16_t in_idx, struct rte_mbuf *m,
 		struct rte_ether_hdr *eth)
 {
@@ -1105,80 +1380,142 @@ dp_mc_arp(struct dp_core *dc, uint16_t in_idx, struct rte_mbuf *m,
 	return DP_MC_DONE;
 }
 
+/* The reply and fragment paths with a copy of k (see dp_mc_get1). */
+static __rte_noinline enum dp_mc_verdict
+dp_mc_reply_v(struct dp_core *dc, const struct dp_mc_pool *pool,
+		struct dp_mc_pkt k, uint64_t now)
+{
+	return dp_mc_reply(dc, pool, &k, now);
+}
+
+static __rte_noinline enum dp_mc_verdict
+dp_mc_fragment_v(struct dp_core *dc, const struct dp_mc_pool *pool,
+		struct dp_mc_pkt k, uint64_t now)
+{
+	return dp_mc_fragment(dc, pool, &k, now);
+}
+
+/*
+ * Where the path finds things in a frame that is not ARP: 0, not IPv4 UDP
+ * as the path takes it (the switch's to switch or count); 1, an IPv4 UDP
+ * datagram (k filled); 2, a later IP fragment (k's m, eth, ip, ihl and
+ * in_idx filled: no UDP header). The same frame always reads the same.
+ */
+static __rte_always_inline int
+dp_mc_locate(struct rte_mbuf *m, uint16_t in_idx, struct dp_mc_pkt *k)
+{
+	struct rte_ether_hdr *eth = rte_pktmbuf_mtod(m, struct rte_ether_hdr *);
+	struct rte_ipv4_hdr *ip = (struct rte_ipv4_hdr *)(eth + 1);
+	/* Headers must sit in the first segment; lengths count all. */
+	uint32_t seg = rte_pktmbuf_data_len(m) - DP_MC_ETH_LEN;
+	uint32_t len = rte_pktmbuf_pkt_len(m) - DP_MC_ETH_LEN;
+	uint32_t ihl, tot, ulen, plen;
+	uint16_t frag;
+
+	/* The common frame first: a 20-byte IPv4 header, UDP, not a
+	 * fragment. The checks below come to exactly these for it. */
+	if (likely(seg >= DP_MC_IP_LEN + DP_MC_UDP_LEN &&
+			ip->version_ihl == RTE_IPV4_VHL_DEF &&
+			ip->next_proto_id == IPPROTO_UDP &&
+			(ip->fragment_offset & rte_cpu_to_be_16(
+				RTE_IPV4_HDR_OFFSET_MASK | RTE_IPV4_HDR_MF_FLAG))
+				== 0)) {
+		struct rte_udp_hdr *udp = (struct rte_udp_hdr *)(ip + 1);
+
+		tot = rte_be_to_cpu_16(ip->total_length);
+		ulen = rte_be_to_cpu_16(udp->dgram_len);
+		if (unlikely(tot < DP_MC_IP_LEN + DP_MC_UDP_LEN || tot > len ||
+				ulen < DP_MC_UDP_LEN ||
+				ulen + DP_MC_IP_LEN > tot))
+			return 0;
+		k->m = m;
+		k->eth = eth;
+		k->ip = ip;
+		k->ihl = DP_MC_IP_LEN;
+		k->in_idx = in_idx;
+		k->udp = udp;
+		k->first_frag = false;
+		k->pl = (uint8_t *)(udp + 1);
+		k->plen = RTE_MIN(ulen - DP_MC_UDP_LEN,
+				seg - DP_MC_IP_LEN - DP_MC_UDP_LEN);
+		return 1;
+	}
+	/* The checks of dp_classify_steer (RFC 791, RFC 1812 5.2.2); a
+	 * malformed frame is the switch's to count. */
+	if (unlikely(seg < DP_MC_IP_LEN || len < DP_MC_IP_LEN))
+		return 0;
+	ihl = (uint32_t)(ip->version_ihl & 0x0f) * 4;
+	tot = rte_be_to_cpu_16(ip->total_length);
+	if (unlikely((ip->version_ihl >> 4) != 4 || ihl < DP_MC_IP_LEN ||
+			tot < ihl || tot > len))
+		return 0;
+	if (ip->next_proto_id != IPPROTO_UDP)
+		return 0;
+	k->m = m;
+	k->eth = eth;
+	k->ip = ip;
+	k->ihl = ihl;
+	k->in_idx = in_idx;
+	frag = rte_be_to_cpu_16(ip->fragment_offset);
+	if (unlikely(frag & RTE_IPV4_HDR_OFFSET_MASK))
+		return 2;	/* no UDP header to look at */
+	if (unlikely(tot < ihl + DP_MC_UDP_LEN || seg < ihl + DP_MC_UDP_LEN))
+		return 0;
+	k->udp = (struct rte_udp_hdr *)((uint8_t *)ip + ihl);
+	k->first_frag = (frag & RTE_IPV4_HDR_MF_FLAG) != 0;
+	ulen = rte_be_to_cpu_16(k->udp->dgram_len);
+	if (unlikely(ulen < DP_MC_UDP_LEN))
+		return 0;
+	plen = tot - ihl - DP_MC_UDP_LEN;	/* in this fragment */
+	if (!k->first_frag) {
+		if (unlikely(ulen - DP_MC_UDP_LEN > plen))
+			return 0;
+		plen = ulen - DP_MC_UDP_LEN;
+	}
+	k->pl = (uint8_t *)(k->udp + 1);
+	k->plen = RTE_MIN(plen, seg - ihl - DP_MC_UDP_LEN);
+	return 1;
+}
+
 enum dp_mc_verdict
 dp_mc_frame(struct dp_core *dc, uint16_t in_idx, struct rte_mbuf *m,
 		uint64_t now)
 {
 	struct dp_mc_state *mc = &dc->mc;
 	struct rte_ether_hdr *eth = rte_pktmbuf_mtod(m, struct rte_ether_hdr *);
-	struct rte_ipv4_hdr *ip;
 	struct dp_mc_pool *pool;
 	struct dp_mc_pkt k;
-	/* Headers must sit in the first segment; lengths count all. */
-	uint32_t seg = rte_pktmbuf_data_len(m) - DP_MC_ETH_LEN;
-	uint32_t len = rte_pktmbuf_pkt_len(m) - DP_MC_ETH_LEN;
-	uint32_t ihl, tot, ulen, plen;
 	unsigned int i, hi;
-	uint16_t frag;
+	int where;
 
 	if (eth->ether_type != rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4)) {
 		if (eth->ether_type == rte_cpu_to_be_16(RTE_ETHER_TYPE_ARP))
 			return dp_mc_arp(dc, in_idx, m, eth);
 		return DP_MC_PASS;
 	}
-	ip = (struct rte_ipv4_hdr *)(eth + 1);
-	/* The checks of dp_classify_steer (RFC 791, RFC 1812 5.2.2); a
-	 * malformed frame is the switch's to count. */
-	if (unlikely(seg < DP_MC_IP_LEN || len < DP_MC_IP_LEN))
-		return DP_MC_PASS;
-	ihl = (uint32_t)(ip->version_ihl & 0x0f) * 4;
-	tot = rte_be_to_cpu_16(ip->total_length);
-	if (unlikely((ip->version_ihl >> 4) != 4 || ihl < DP_MC_IP_LEN ||
-			tot < ihl || tot > len))
-		return DP_MC_PASS;
-	if (ip->next_proto_id != IPPROTO_UDP)
+	where = dp_mc_locate(m, in_idx, &k);
+	if (where == 0)
 		return DP_MC_PASS;
 	hi = __atomic_load_n(&mc->pool_hi, __ATOMIC_ACQUIRE);
-	k.m = m;
-	k.eth = eth;
-	k.ip = ip;
-	k.ihl = ihl;
-	k.in_idx = in_idx;
-	frag = rte_be_to_cpu_16(ip->fragment_offset);
-	if (unlikely(frag & RTE_IPV4_HDR_OFFSET_MASK)) {
-		/* A later fragment: no UDP header to look at. */
+	if (unlikely(where == 2)) {
+		/* A later fragment: by its destination address alone. */
 		for (i = 0; i < hi; i++) {
 			pool = dp_mc_pool_at(mc, i);
-			if (pool != NULL && ip->dst_addr == pool->vip_be)
-				return dp_mc_fragment(dc, pool, &k, now);
+			if (pool != NULL && k.ip->dst_addr == pool->vip_be)
+				return dp_mc_fragment_v(dc, pool, k, now);
 		}
 		return DP_MC_PASS;
 	}
-	if (unlikely(tot < ihl + DP_MC_UDP_LEN || seg < ihl + DP_MC_UDP_LEN))
-		return DP_MC_PASS;
-	k.udp = (struct rte_udp_hdr *)((uint8_t *)ip + ihl);
-	k.first_frag = (frag & RTE_IPV4_HDR_MF_FLAG) != 0;
-	ulen = rte_be_to_cpu_16(k.udp->dgram_len);
-	if (unlikely(ulen < DP_MC_UDP_LEN))
-		return DP_MC_PASS;
-	plen = tot - ihl - DP_MC_UDP_LEN;	/* in this fragment */
-	if (!k.first_frag) {
-		if (unlikely(ulen - DP_MC_UDP_LEN > plen))
-			return DP_MC_PASS;
-		plen = ulen - DP_MC_UDP_LEN;
-	}
-	k.pl = (uint8_t *)(k.udp + 1);
-	k.plen = RTE_MIN(plen, seg - ihl - DP_MC_UDP_LEN);
 	for (i = 0; i < hi; i++) {
 		pool = dp_mc_pool_at(mc, i);
 		if (pool == NULL)
 			continue;
-		if (ip->dst_addr == pool->vip_be &&
+		if (k.ip->dst_addr == pool->vip_be &&
 				k.udp->dst_port == pool->vport_be)
-			return dp_mc_request(dc, pool, &k, now);
-		if (ip->src_addr == pool->vip_be &&
+			return dp_mc_request_fast(dc, pool, &k, now);
+		if (k.ip->src_addr == pool->vip_be &&
 				k.udp->src_port == pool->vport_be)
-			return dp_mc_reply(dc, pool, &k, now);
+			return dp_mc_reply_v(dc, pool, k, now);
 	}
 	return DP_MC_PASS;
 }

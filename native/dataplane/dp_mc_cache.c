@@ -3,13 +3,22 @@
  * The memcached hot-key cache (dp_mc_cache.h). Plain C11, no DPDK; all
  * memory is taken in dp_mc_cache_create().
  *
- * Layout. nslots slots, each a struct dp_mc_slot header (58 bytes) and
- * its 250 key bytes, then max_value value bytes, padded to 64: slot i of
- * set s is slot s * DP_MC_CACHE_WAYS + i, so a set is contiguous. Then
- * the sketch (4 rows of sketch_width 16-bit counters) and the stripes.
- * Footprint, in bytes:
- *   nslots * round_up(308 + max_value, 64)
+ * Layout. nslots slots, each a struct dp_mc_slot header (one 64-byte
+ * line) and its text: the whole reply a hit is answered with,
+ *   "VALUE <key> <flags> <bytes>\r\n<value>\r\nEND\r\n",
+ * room for a 250-byte key, 10-digit flags, 7-digit length and max_value
+ * value bytes (284 + max_value), padded to 64: slot i of set s is slot
+ * s * DP_MC_CACHE_WAYS + i, so a set is contiguous. Then the sketch (4
+ * rows of sketch_width 16-bit counters) and the stripes. Footprint, in
+ * bytes:
+ *   nslots * round_up(348 + max_value, 64)
  *   + 8 * sketch_width + 24 * nstripes + sizeof(struct dp_mc_cache)
+ *
+ * The text. A pending slot holds "VALUE <key>" (the key is compared
+ * there); a fill writes the rest, and the 16-bit ones'-complement sum of
+ * the whole text (dp_mc_sum, from an even offset), so a hit is a copy
+ * and a checksum from sums, with no formatting and no pass over the
+ * value. The value stays where dp_mc_hit.value points, as before.
  *
  * Hash bits. The set is the low bits of the key hash, the stripe bits
  * 40..55, and each sketch row takes the top bits of the hash times its
@@ -60,8 +69,15 @@
 #include <string.h>
 
 #include "dp_mc_cache.h"
+#include "dp_mc_proto.h"
 
 #define DP_MC_CACHE_KEY_MAX 250		/* memcached's KEY_MAX_LENGTH */
+#define DP_MC_CACHE_KEY_OFF 6		/* "VALUE " */
+#define DP_MC_CACHE_TAIL "\r\nEND\r\n"
+#define DP_MC_CACHE_TAIL_LEN 7
+/* "VALUE " key " " flags " " bytes "\r\n" ... "\r\nEND\r\n", but the value */
+#define DP_MC_CACHE_TEXT_EXTRA (DP_MC_CACHE_KEY_OFF + DP_MC_CACHE_KEY_MAX + \
+		1 + 10 + 1 + 7 + 2 + 7)
 #define DP_MC_CACHE_VALUE_MAX (1u << 20)
 #define DP_MC_CACHE_ROWS 4
 #define DP_MC_CACHE_MAX_STRIPES (1u << 16)
@@ -84,10 +100,12 @@ struct dp_mc_slot {
 	uint64_t used;		/* LRU stamp, from c->tick */
 	uint32_t flags;
 	uint32_t value_len;
+	uint16_t value_off;	/* live: where the value starts in text */
+	uint16_t text_sum;	/* live: dp_mc_sum of the whole text, folded */
+	uint16_t tag;		/* the caller's, from read_miss */
 	uint8_t state;		/* enum dp_mc_slot_state */
 	uint8_t key_len;
-	uint8_t key[DP_MC_CACHE_KEY_MAX];
-	uint8_t value[];	/* max_value bytes */
+	uint8_t text[];		/* "VALUE <key>...": see Layout */
 };
 
 struct dp_mc_stripe {
@@ -122,7 +140,7 @@ struct dp_mc_cache {
 	uint32_t live;
 };
 
-_Static_assert(offsetof(struct dp_mc_slot, value) == 308,
+_Static_assert(offsetof(struct dp_mc_slot, text) == 64,
 		"slot header size is part of the documented footprint");
 
 /* Odd constants: the golden ratio and splitmix64's multipliers. */
@@ -155,6 +173,29 @@ dp_mc_absorb(uint64_t h, uint64_t w)
 	return h ^ h >> 32;
 }
 
+/* The last 1..7 bytes of a key as one word, zero-padded: what memcpy
+ * into a zeroed word gives, without a copy of variable length. */
+static inline uint64_t
+dp_mc_tail(const uint8_t *key, uint32_t n)
+{
+	uint64_t w = 0;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+	uint32_t lo, hi;
+
+	if (n >= 4) {
+		/* Two loads that overlap in the middle. */
+		memcpy(&lo, key, 4);
+		memcpy(&hi, key + n - 4, 4);
+		return (uint64_t)lo | (uint64_t)hi << (8 * (n - 4));
+	}
+	w = (uint64_t)key[0] | (uint64_t)key[n / 2] << (8 * (n / 2)) |
+		(uint64_t)key[n - 1] << (8 * (n - 1));
+#else
+	memcpy(&w, key, n);
+#endif
+	return w;
+}
+
 /* Host byte order: the hash never leaves the process. */
 uint64_t
 dp_mc_cache_hash(uint32_t pool_id, const uint8_t *key, uint32_t key_len)
@@ -167,8 +208,7 @@ dp_mc_cache_hash(uint32_t pool_id, const uint8_t *key, uint32_t key_len)
 		h = dp_mc_absorb(h, w);
 	}
 	if (key_len > 0) {
-		w = 0;
-		memcpy(&w, key, key_len);
+		w = dp_mc_tail(key, key_len);
 		h = dp_mc_absorb(h, w);
 	}
 	return dp_mc_fmix(h);
@@ -219,8 +259,9 @@ dp_mc_cache_create(const struct dp_mc_cache_config *cfg,
 	for (n = DP_MC_CACHE_WAYS; n < cfg->nslots; n <<= 1)
 		;
 	c->cfg.nslots = n;
-	c->stride = (offsetof(struct dp_mc_slot, value) + cfg->max_value +
-			DP_MC_CACHE_LINE - 1) & ~(size_t)(DP_MC_CACHE_LINE - 1);
+	c->stride = (offsetof(struct dp_mc_slot, text) + DP_MC_CACHE_TEXT_EXTRA +
+			cfg->max_value + DP_MC_CACHE_LINE - 1) &
+		~(size_t)(DP_MC_CACHE_LINE - 1);
 	bytes = (uint64_t)n * c->stride;
 	if (bytes > SIZE_MAX)
 		goto nomem;
@@ -230,11 +271,11 @@ dp_mc_cache_create(const struct dp_mc_cache_config *cfg,
 	c->stripes = calloc(cfg->nstripes, sizeof(*c->stripes));
 	if (c->slots == NULL || c->sketch == NULL || c->stripes == NULL)
 		goto nomem;
-	/* Only the headers: key and value bytes are never read before they
-	 * are written, so a large cache is not written through here. */
+	/* Only the headers: the text is never read before it is written, so
+	 * a large cache is not written through here. */
 	for (i = 0; i < n; i++)
 		memset(c->slots + (size_t)i * c->stride, 0,
-				offsetof(struct dp_mc_slot, key));
+				offsetof(struct dp_mc_slot, text));
 	c->set_mask = n / DP_MC_CACHE_WAYS - 1;
 	c->stripe_mask = cfg->nstripes - 1;
 	c->sketch_mask = cfg->sketch_width - 1;
@@ -335,6 +376,72 @@ dp_mc_stripe_of(const struct dp_mc_cache *c, uint64_t hash)
 	return &c->stripes[dp_mc_stripe_idx(c, hash)];
 }
 
+/* The decimal digits of v, right-aligned in buf[10]; returns the count. */
+static inline uint32_t
+dp_mc_fmt_dec(uint8_t buf[10], uint32_t v)
+{
+	uint32_t i = 10;
+
+	do {
+		buf[--i] = (uint8_t)('0' + v % 10);
+		v /= 10;
+	} while (v != 0);
+	return 10 - i;
+}
+
+/* Completes a slot's text after "VALUE <key>" (see Layout). */
+static void
+dp_mc_text(struct dp_mc_slot *s, uint32_t flags, const uint8_t *value,
+		uint32_t value_len)
+{
+	uint8_t fbuf[10], lbuf[10];
+	uint32_t fn = dp_mc_fmt_dec(fbuf, flags);
+	uint32_t ln = dp_mc_fmt_dec(lbuf, value_len);
+	uint8_t *d = s->text + DP_MC_CACHE_KEY_OFF + s->key_len;
+
+	*d++ = ' ';
+	memcpy(d, fbuf + 10 - fn, fn);
+	d += fn;
+	*d++ = ' ';
+	memcpy(d, lbuf + 10 - ln, ln);
+	d += ln;
+	*d++ = '\r';
+	*d++ = '\n';
+	s->value_off = (uint16_t)(d - s->text);
+	if (value_len != 0)
+		memcpy(d, value, value_len);
+	memcpy(d + value_len, DP_MC_CACHE_TAIL, DP_MC_CACHE_TAIL_LEN);
+	s->flags = flags;
+	s->value_len = value_len;
+	s->text_sum = dp_mc_sum_fold(dp_mc_sum(s->text, s->value_off +
+				value_len + DP_MC_CACHE_TAIL_LEN, 0));
+}
+
+/* memcmp(a, b, n) == 0, with keys of up to 16 bytes in two or four
+ * loads that overlap (most keys are short). */
+static inline bool
+dp_mc_key_eq(const uint8_t *a, const uint8_t *b, uint32_t n)
+{
+	uint64_t x0, x1, y0, y1;
+	uint32_t u0, u1, v0, v1;
+
+	if (n >= 8 && n <= 16) {
+		memcpy(&x0, a, 8);
+		memcpy(&y0, b, 8);
+		memcpy(&x1, a + n - 8, 8);
+		memcpy(&y1, b + n - 8, 8);
+		return ((x0 ^ y0) | (x1 ^ y1)) == 0;
+	}
+	if (n >= 4 && n < 8) {
+		memcpy(&u0, a, 4);
+		memcpy(&v0, b, 4);
+		memcpy(&u1, a + n - 4, 4);
+		memcpy(&v1, b + n - 4, 4);
+		return ((u0 ^ v0) | (u1 ^ v1)) == 0;
+	}
+	return memcmp(a, b, n) == 0;
+}
+
 /* The key's slot, live, pending or dead, or NULL. */
 static struct dp_mc_slot *
 dp_mc_find(const struct dp_mc_cache *c, uint64_t hash, const uint8_t *key,
@@ -348,7 +455,8 @@ dp_mc_find(const struct dp_mc_cache *c, uint64_t hash, const uint8_t *key,
 
 		if (s->state != DP_MC_SLOT_EMPTY && s->hash == hash &&
 				s->key_len == key_len &&
-				memcmp(s->key, key, key_len) == 0)
+				dp_mc_key_eq(s->text + DP_MC_CACHE_KEY_OFF, key,
+					key_len))
 			return s;
 	}
 	return NULL;
@@ -427,7 +535,7 @@ dp_mc_busy(const struct dp_mc_cache *c, struct dp_mc_stripe *st,
 
 /* ---- sketch ------------------------------------------------------------ */
 
-static void
+static __attribute__((noinline)) void
 dp_mc_sketch_halve(struct dp_mc_cache *c)
 {
 	size_t i, n = (size_t)DP_MC_CACHE_ROWS * c->cfg.sketch_width;
@@ -437,33 +545,46 @@ dp_mc_sketch_halve(struct dp_mc_cache *c)
 	c->sketch_counts = 0;
 }
 
+/* Row r's counter for hash: the top bits of the hash times the row's own
+ * constant. */
+static inline uint16_t *
+dp_mc_ctr(const struct dp_mc_cache *c, unsigned int r, uint64_t hash)
+{
+	uint32_t i = (uint32_t)((hash * dp_mc_row_mul[r]) >> c->sketch_shift) &
+		c->sketch_mask;
+
+	return &c->sketch[(size_t)r * c->cfg.sketch_width + i];
+}
+
 uint32_t
 dp_mc_cache_count(struct dp_mc_cache *c, uint64_t hash)
 {
-	uint16_t *ctr[DP_MC_CACHE_ROWS];
-	uint32_t min = UINT16_MAX;
-	unsigned int r;
+	uint16_t *c0, *c1, *c2, *c3;
+	uint32_t min;
 
+	_Static_assert(DP_MC_CACHE_ROWS == 4, "the rows are spelt out");
 	dp_mc_sync(c);
 	/* Halving before counting keeps the returned estimate current. */
-	if (c->sketch_counts >= c->cfg.decay_every)
+	if (DP_MC_UNLIKELY(c->sketch_counts >= c->cfg.decay_every))
 		dp_mc_sketch_halve(c);
 	c->sketch_counts++;
-	for (r = 0; r < DP_MC_CACHE_ROWS; r++) {
-		uint32_t i = (uint32_t)((hash * dp_mc_row_mul[r]) >>
-				c->sketch_shift) & c->sketch_mask;
-
-		ctr[r] = &c->sketch[(size_t)r * c->cfg.sketch_width + i];
-		if (*ctr[r] < min)
-			min = *ctr[r];
-	}
+	c0 = dp_mc_ctr(c, 0, hash);
+	c1 = dp_mc_ctr(c, 1, hash);
+	c2 = dp_mc_ctr(c, 2, hash);
+	c3 = dp_mc_ctr(c, 3, hash);
+	min = *c0;
+	min = *c1 < min ? *c1 : min;
+	min = *c2 < min ? *c2 : min;
+	min = *c3 < min ? *c3 : min;
 	if (min == UINT16_MAX)
 		return min;
 	/* Conservative update: only the counters at the minimum move, so
-	 * a key's estimate grows no faster than its own count allows. */
-	for (r = 0; r < DP_MC_CACHE_ROWS; r++)
-		if (*ctr[r] == min)
-			(*ctr[r])++;
+	 * a key's estimate grows no faster than its own count allows. (Two
+	 * rows may share no counter: each row has its own array.) */
+	*c0 += *c0 == min;
+	*c1 += *c1 == min;
+	*c2 += *c2 == min;
+	*c3 += *c3 == min;
 	return min + 1;
 }
 
@@ -487,8 +608,13 @@ dp_mc_cache_lookup(struct dp_mc_cache *c, uint64_t hash, const uint8_t *key,
 	}
 	s->used = ++c->tick;
 	hit->flags = s->flags;
-	hit->value = s->value;
+	hit->value = s->text + s->value_off;
 	hit->value_len = s->value_len;
+	hit->tag = s->tag;
+	hit->text = s->text;
+	hit->text_len = (uint32_t)s->value_off + s->value_len +
+		DP_MC_CACHE_TAIL_LEN;
+	hit->text_sum = s->text_sum;
 	return true;
 }
 
@@ -496,6 +622,15 @@ bool
 dp_mc_cache_read_miss(struct dp_mc_cache *c, uint64_t hash,
 		const uint8_t *key, uint32_t key_len, uint32_t estimate,
 		uint64_t ticket, uint64_t now)
+{
+	return dp_mc_cache_read_miss_tag(c, hash, key, key_len, estimate,
+			ticket, now, 0);
+}
+
+bool
+dp_mc_cache_read_miss_tag(struct dp_mc_cache *c, uint64_t hash,
+		const uint8_t *key, uint32_t key_len, uint32_t estimate,
+		uint64_t ticket, uint64_t now, uint16_t tag)
 {
 	struct dp_mc_stripe *st;
 	struct dp_mc_slot *s;
@@ -537,8 +672,12 @@ dp_mc_cache_read_miss(struct dp_mc_cache *c, uint64_t hash,
 	s->used = ++c->tick;
 	s->flags = 0;
 	s->value_len = 0;
+	s->value_off = 0;
+	s->text_sum = 0;
+	s->tag = tag;
 	s->key_len = (uint8_t)key_len;
-	memcpy(s->key, key, key_len);
+	memcpy(s->text, "VALUE ", DP_MC_CACHE_KEY_OFF);
+	memcpy(s->text + DP_MC_CACHE_KEY_OFF, key, key_len);
 	s->state = DP_MC_SLOT_PENDING;
 	return true;
 }
@@ -565,9 +704,7 @@ dp_mc_cache_fill(struct dp_mc_cache *c, uint64_t hash, const uint8_t *key,
 	else if (value_len > c->cfg.max_value)
 		r = DP_MC_FILL_TOO_BIG;
 	else {
-		memcpy(s->value, value, value_len);
-		s->value_len = value_len;
-		s->flags = flags;
+		dp_mc_text(s, flags, value, value_len);
 		s->deadline = now + c->cfg.ttl_tsc;
 		s->used = ++c->tick;
 		s->state = DP_MC_SLOT_LIVE;

@@ -72,11 +72,20 @@ enum dp_mc_fill_result {
 
 struct dp_mc_cache;
 
-/* A hit: pointers into the slot, valid until the owner's next call. */
+/* A hit: pointers into the slot, valid until the owner's next call.
+ * text is the whole reply to a get of the key,
+ *   "VALUE <key> <flags> <bytes>\r\n<value>\r\nEND\r\n",
+ * (value points into it), and text_sum its 16-bit ones'-complement sum
+ * (dp_mc_sum_fold(dp_mc_sum(text, text_len, 0)), dp_mc_proto.h) as it
+ * lies at an even offset. tag is what read_miss_tag recorded. */
 struct dp_mc_hit {
 	uint32_t flags;
 	const uint8_t *value;
 	uint32_t value_len;
+	uint16_t tag;
+	uint16_t text_sum;
+	const uint8_t *text;
+	uint32_t text_len;
 };
 
 /* Creates a cache. Returns 0 or -EINVAL (zero sizes, max_value over
@@ -104,6 +113,12 @@ bool dp_mc_cache_lookup(struct dp_mc_cache *c, uint64_t hash,
 bool dp_mc_cache_read_miss(struct dp_mc_cache *c, uint64_t hash,
 		const uint8_t *key, uint32_t key_len, uint32_t estimate,
 		uint64_t ticket, uint64_t now);
+
+/* The same, recording tag with the pending fill; a hit on the value it
+ * brings returns it (dp_mc_hit.tag). read_miss records tag 0. */
+bool dp_mc_cache_read_miss_tag(struct dp_mc_cache *c, uint64_t hash,
+		const uint8_t *key, uint32_t key_len, uint32_t estimate,
+		uint64_t ticket, uint64_t now, uint16_t tag);
 
 /* A VALUE for the key passed back to the client of ticket. */
 enum dp_mc_fill_result dp_mc_cache_fill(struct dp_mc_cache *c,

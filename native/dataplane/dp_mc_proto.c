@@ -72,43 +72,6 @@ dp_mc_result_name(enum dp_mc_result r)
 		dp_mc_result_names[r] : "?";
 }
 
-/* ---- frame header ------------------------------------------------------ */
-
-static inline uint16_t
-dp_mc_be16(const uint8_t *b)
-{
-	return (uint16_t)(b[0] << 8 | b[1]);
-}
-
-static inline void
-dp_mc_put_be16(uint8_t *b, uint16_t v)
-{
-	b[0] = (uint8_t)(v >> 8);
-	b[1] = (uint8_t)v;
-}
-
-bool
-dp_mc_read_hdr(const uint8_t *udp_payload, uint32_t len,
-		struct dp_mc_udp_hdr *h)
-{
-	if (len < DP_MC_UDP_HDR_LEN)
-		return false;
-	h->req_id = dp_mc_be16(udp_payload);
-	h->seq = dp_mc_be16(udp_payload + 2);
-	h->total = dp_mc_be16(udp_payload + 4);
-	h->reserved = dp_mc_be16(udp_payload + 6);
-	return true;
-}
-
-void
-dp_mc_write_hdr(uint8_t *udp_payload, const struct dp_mc_udp_hdr *h)
-{
-	dp_mc_put_be16(udp_payload, h->req_id);
-	dp_mc_put_be16(udp_payload + 2, h->seq);
-	dp_mc_put_be16(udp_payload + 4, h->total);
-	dp_mc_put_be16(udp_payload + 6, h->reserved);
-}
-
 /* ---- tokens and numbers ------------------------------------------------ */
 
 /* A walk over the words of one line: p[pos, end). */
@@ -448,6 +411,26 @@ dp_mc_parse_meta(struct dp_mc_cur *c, uint32_t len, struct dp_mc_req *r)
 
 enum dp_mc_result
 dp_mc_parse_req(const uint8_t *p, uint32_t len, struct dp_mc_req *r)
+{
+	uint32_t n = dp_mc_get1_len(p, len);
+
+	if (n == 0)
+		return dp_mc_parse_req_general(p, len, r);
+	r->op = DP_MC_OP_GET;
+	r->kind = DP_MC_KIND_READ;
+	r->noreply = false;
+	r->nkeys = 1;
+	r->keys[0].off = 4;
+	r->keys[0].len = (uint8_t)n;
+	r->keys_off = 4;
+	r->keys_end = (uint16_t)(4 + n);
+	r->line_len = (uint16_t)(4 + n + 2);
+	r->data_len = 0;
+	return DP_MC_OK;
+}
+
+enum dp_mc_result
+dp_mc_parse_req_general(const uint8_t *p, uint32_t len, struct dp_mc_req *r)
 {
 	uint32_t win = len < DP_MC_MAX_LINE ? len : DP_MC_MAX_LINE;
 	const uint8_t *nl;

@@ -20,6 +20,10 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 #define DP_MC_UDP_HDR_LEN 8
 #define DP_MC_MAX_KEY_LEN 250		/* memcached's KEY_MAX_LENGTH */
 #define DP_MC_MAX_KEYS 32		/* keys of one get the parser records */
@@ -116,17 +120,175 @@ struct dp_mc_req {
 	uint32_t data_len;	/* storage: declared bytes + 2; else 0 */
 };
 
+static inline uint16_t
+dp_mc_be16(const uint8_t *b)
+{
+	return (uint16_t)(b[0] << 8 | b[1]);
+}
+
+static inline void
+dp_mc_put_be16(uint8_t *b, uint16_t v)
+{
+	b[0] = (uint8_t)(v >> 8);
+	b[1] = (uint8_t)v;
+}
+
 /* Reads the frame header of a UDP payload. Returns false when len < 8. */
-bool dp_mc_read_hdr(const uint8_t *udp_payload, uint32_t len,
-		struct dp_mc_udp_hdr *h);
+static inline bool
+dp_mc_read_hdr(const uint8_t *udp_payload, uint32_t len,
+		struct dp_mc_udp_hdr *h)
+{
+	if (len < DP_MC_UDP_HDR_LEN)
+		return false;
+	h->req_id = dp_mc_be16(udp_payload);
+	h->seq = dp_mc_be16(udp_payload + 2);
+	h->total = dp_mc_be16(udp_payload + 4);
+	h->reserved = dp_mc_be16(udp_payload + 6);
+	return true;
+}
 
 /* Writes a frame header (host order in, wire order out). */
-void dp_mc_write_hdr(uint8_t *udp_payload, const struct dp_mc_udp_hdr *h);
+static inline void
+dp_mc_write_hdr(uint8_t *udp_payload, const struct dp_mc_udp_hdr *h)
+{
+	dp_mc_put_be16(udp_payload, h->req_id);
+	dp_mc_put_be16(udp_payload + 2, h->seq);
+	dp_mc_put_be16(udp_payload + 4, h->total);
+	dp_mc_put_be16(udp_payload + 6, h->reserved);
+}
 
 /* Parses the ASCII part of a seq-0 request datagram: p points just after
  * the frame header, len bytes follow. */
 enum dp_mc_result dp_mc_parse_req(const uint8_t *p, uint32_t len,
 		struct dp_mc_req *r);
+
+/* The same without the fast path for "get KEY\r\n" that dp_mc_parse_req
+ * tries first (the tests check that both agree). */
+enum dp_mc_result dp_mc_parse_req_general(const uint8_t *p, uint32_t len,
+		struct dp_mc_req *r);
+
+/*
+ * The fast path: "get KEY\r\n", one key of key characters (no space, no
+ * control character, no DEL) right after one space, the line ending right
+ * after it. That is most of what a cache sees, and for exactly those
+ * lines the general parser comes to the same request: the first "\n"
+ * ends the line, its words are "get" and the key. dp_mc_get1_len returns
+ * the key's length (the key is at p + 4, the line 4 + n + 2 bytes long)
+ * when p[0, len) starts with such a line, else 0: anything else (more
+ * keys, runs of spaces, a bare "\n", a bad or overlong key) is for
+ * dp_mc_parse_req_general.
+ *
+ * dp_mc_get1_len_room does the same reading up to room >= len bytes at p
+ * (a frame's buffer holds more than its datagram), which lets it look at
+ * 16 bytes at a time; the bytes past len never change the answer.
+ * Without SSE2, or near the end of what may be read, key bytes are
+ * checked eight at a time: in a little-endian word, the lowest byte
+ * flagged by dp_mc_swar_stop is the first stop byte (below 0x21, or
+ * 0x7f); flags above it may be false (borrows), and are not looked at.
+ */
+#define DP_MC_ONES UINT64_C(0x0101010101010101)
+#define DP_MC_HIGHS UINT64_C(0x8080808080808080)
+
+static inline uint64_t
+dp_mc_swar_stop(uint64_t w)
+{
+	uint64_t del = w ^ (DP_MC_ONES * 0x7f);
+
+	return ((w - DP_MC_ONES * 0x21) & ~w & DP_MC_HIGHS) |
+		((del - DP_MC_ONES) & ~del & DP_MC_HIGHS);
+}
+
+#define DP_MC_LIKELY(x) __builtin_expect(!!(x), 1)
+
+static inline uint32_t
+dp_mc_get1_len_room(const uint8_t *p, uint32_t len, uint32_t room)
+{
+	/* Longest line taken: "get " + 250 + "\r\n". */
+	uint32_t lim = len < 4 + DP_MC_MAX_KEY_LEN + 2 ? len :
+		4 + DP_MC_MAX_KEY_LEN + 2;
+	uint32_t i = 4, head, get;
+	uint16_t crlf, end;
+
+	if (len < 7)
+		return 0;
+	__builtin_memcpy(&head, p, 4);
+	__builtin_memcpy(&get, "get ", 4);
+	if (head != get)
+		return 0;
+#if defined(__SSE2__)
+	/* Bit j of stop: byte i + j ends the key (not a key byte, or at
+	 * lim). The first 16 key bytes on their own: most keys end there. */
+	if (DP_MC_LIKELY(room >= 4 + 16)) {
+		__m128i v = _mm_loadu_si128((const __m128i *)(const void *)(p + 4));
+		__m128i ge = _mm_cmpeq_epi8(_mm_max_epu8(v, _mm_set1_epi8(0x21)), v);
+		__m128i del = _mm_cmpeq_epi8(v, _mm_set1_epi8(0x7f));
+		uint32_t stop = ((uint32_t)_mm_movemask_epi8(ge) ^ 0xffffu) |
+			(uint32_t)_mm_movemask_epi8(del);
+
+		if (lim - 4 < 16)
+			stop |= 0xffffu << (lim - 4);
+		if (DP_MC_LIKELY(stop != 0)) {
+			i = 4 + (uint32_t)__builtin_ctz(stop);
+			goto found;
+		}
+		i = 4 + 16;
+	}
+	while (i + 16 <= room) {
+		__m128i v = _mm_loadu_si128((const __m128i *)(const void *)(p + i));
+		__m128i ge = _mm_cmpeq_epi8(_mm_max_epu8(v, _mm_set1_epi8(0x21)), v);
+		__m128i del = _mm_cmpeq_epi8(v, _mm_set1_epi8(0x7f));
+		uint32_t stop = ((uint32_t)_mm_movemask_epi8(ge) ^ 0xffffu) |
+			(uint32_t)_mm_movemask_epi8(del);
+
+		if (lim - i < 16)
+			stop |= 0xffffu << (lim - i);
+		if (stop != 0) {
+			i += (uint32_t)__builtin_ctz(stop);
+			goto found;
+		}
+		i += 16;
+	}
+#endif
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+	if (lim >= 8) {
+		uint64_t w, stop;
+
+		for (; i + 8 <= lim; i += 8) {
+			__builtin_memcpy(&w, p + i, 8);
+			stop = dp_mc_swar_stop(w);
+			if (stop != 0) {
+				i += (uint32_t)__builtin_ctzll(stop) >> 3;
+				goto found;
+			}
+		}
+		if (i < lim) {
+			/* The last 8 bytes before lim, shifted down to
+			 * start at i: the zero bytes shifted in stop the
+			 * key at lim at the latest. */
+			__builtin_memcpy(&w, p + lim - 8, 8);
+			w >>= 8 * (i - (lim - 8));
+			i += (uint32_t)__builtin_ctzll(dp_mc_swar_stop(w)) >> 3;
+		}
+		goto found;
+	}
+#endif
+	while (i < lim && p[i] >= 0x21 && p[i] != 0x7f)
+		i++;
+	goto found;	/* the label's one use without SSE2 or little endian */
+found:
+	/* 1..250 key bytes, then "\r\n" within len. */
+	if (i - 5 >= DP_MC_MAX_KEY_LEN || i + 2 > len)
+		return 0;
+	__builtin_memcpy(&crlf, p + i, 2);
+	__builtin_memcpy(&end, "\r\n", 2);
+	return crlf == end ? i - 4 : 0;
+}
+
+static inline uint32_t
+dp_mc_get1_len(const uint8_t *p, uint32_t len)
+{
+	return dp_mc_get1_len_room(p, len, len);
+}
 
 /* Reply kinds, told apart by the first line. */
 #define DP_MC_REPLY_KINDS(X) \
@@ -188,6 +350,63 @@ uint32_t dp_mc_build_subget(uint8_t *dst, uint32_t cap, const uint8_t *p,
 /* Writes a line ("SERVER_ERROR ...\r\n" and the like). Returns the
  * length, or 0 when it does not fit. */
 uint32_t dp_mc_build_line(uint8_t *dst, uint32_t cap, const char *line);
+
+/*
+ * Internet checksum arithmetic (RFC 1071) for the frames the data plane
+ * writes: dp_mc_sum adds n bytes, read as 16-bit words in memory order
+ * from an even offset, to a 64-bit accumulator (end-around carry, eight
+ * bytes at a time); dp_mc_sum_fold folds it to 16 bits. The result is
+ * what DPDK's rte_raw_cksum gives for the same bytes (0 only when every
+ * byte is 0), so checksums built from it are bit for bit DPDK's.
+ */
+static inline uint64_t
+dp_mc_sum_add(uint64_t acc, uint64_t v)
+{
+	acc += v;
+	return acc + (acc < v);
+}
+
+static inline uint64_t
+dp_mc_sum(const void *buf, uint32_t n, uint64_t acc)
+{
+	const uint8_t *p = (const uint8_t *)buf;
+	uint64_t w;
+	uint32_t h;
+	uint16_t s;
+
+	for (; n >= 8; p += 8, n -= 8) {
+		__builtin_memcpy(&w, p, 8);
+		acc = dp_mc_sum_add(acc, w);
+	}
+	if (n >= 4) {
+		__builtin_memcpy(&h, p, 4);
+		acc = dp_mc_sum_add(acc, h);
+		p += 4;
+		n -= 4;
+	}
+	if (n >= 2) {
+		__builtin_memcpy(&s, p, 2);
+		acc = dp_mc_sum_add(acc, s);
+		p += 2;
+		n -= 2;
+	}
+	if (n != 0) {
+		s = 0;
+		__builtin_memcpy(&s, p, 1);	/* the odd byte, zero-padded */
+		acc = dp_mc_sum_add(acc, s);
+	}
+	return acc;
+}
+
+static inline uint16_t
+dp_mc_sum_fold(uint64_t acc)
+{
+	acc = (acc >> 32) + (acc & 0xffffffffu);
+	acc = (acc >> 32) + (acc & 0xffffffffu);
+	acc = (acc >> 16) + (acc & 0xffffu);
+	acc = (acc >> 16) + (acc & 0xffffu);
+	return (uint16_t)acc;
+}
 
 const char *dp_mc_op_name(enum dp_mc_op op);
 const char *dp_mc_result_name(enum dp_mc_result r);
