@@ -6,7 +6,10 @@ it. Tests that do not use it (memcached, nutcracker) never pay for it.
 
 $TORSWITCH_TEST_ENGINE=0 starts it without the engine (plain switching), =1 with it; unset,
 the engine runs if the `torswitch engine` command exists. $TORSWITCH_TEST_TOR picks the ToR
-mode (`testbed up --tor`): kernel (the default) or dpdk.
+mode (`testbed up --tor`): dpdk (the default, as for `testbed up`) or kernel; without the
+engine it is kernel. Tests of one mode in particular ask for `dpdk_tor_testbed` or
+`kernel_tor_testbed`: the session testbed when it has that mode, else a second session
+testbed of that mode, started only if asked for.
 """
 
 from __future__ import annotations
@@ -37,6 +40,11 @@ TEST_ENGINE_ENV = "TORSWITCH_TEST_ENGINE"
 TEST_TOR_ENV = "TORSWITCH_TEST_TOR"
 # Big enough for every test's files; the tmpfs only holds what is cached.
 TEST_CACHE_BYTES = 512 << 20
+
+
+def session_tor() -> str:
+    """The ToR mode of the session's testbed (see the module docstring)."""
+    return os.environ.get(TEST_TOR_ENV) or ("dpdk" if engine_wanted() else "kernel")
 
 
 def engine_wanted() -> bool:
@@ -86,7 +94,7 @@ def _start() -> tuple[str, RunDir, lifecycle.UpReport]:
                     block_size=TEST_BLOCK_SIZE,
                     cache=engine_wanted(),
                     cache_bytes=TEST_CACHE_BYTES,
-                    tor=os.environ.get(TEST_TOR_ENV) or "kernel",
+                    tor=session_tor(),
                 ),
                 progress=False,
                 owner_pid=os.getpid(),
@@ -107,7 +115,8 @@ def testbed() -> Iterator[Testbed]:
 
     Topology (instance ``pyt``, ``pyt2`` .. if another session runs, or
     $TORSWITCH_TEST_TESTBED; ``tb.instance`` says which): compute hosts ``c1``, ``c2``
-    (rack /rack-a, 198.18.1.11-12) behind the ToR ``tor-a`` (a kernel bridge, 198.18.1.1),
+    (rack /rack-a, 198.18.1.11-12) behind the ToR ``tor-a`` (198.18.1.1; the DPDK data plane, or a
+    kernel bridge: see `session_tor`),
     a tc-shaped uplink (1 Gbit/s) to the core, and ``nn`` (198.18.2.10) plus ``dn1``..``dn3``
     (rack /rack-b, 198.18.2.11-13), each host its own namespace and each daemon its own JVM.
     Block size 4 MiB, replication 1 (each block on exactly one DataNode).
@@ -186,30 +195,47 @@ def plain_switching(testbed: Testbed) -> Iterator[Testbed]:
         yield testbed
 
 
-@pytest.fixture(scope="session")
-def dpdk_tor_testbed() -> Iterator[Testbed]:
-    """A second session testbed whose ToR is the DPDK data plane (`up --tor dpdk`).
-
-    Same shape and handle as `testbed` (3 DataNodes, 4 MiB blocks, a 512 MiB cache), instance
-    $TORSWITCH_TEST_DPDK_SESSION or ``pytd``. Started only if a test asks for it; the engine
-    test set (integration/test_engine.py) runs on both ToR modes through it.
-    """
-    instance = os.environ.get("TORSWITCH_TEST_DPDK_SESSION", "pytd")
+def _second_testbed(instance: str, mode: str) -> Iterator[Testbed]:
+    """A second session testbed whose ToR runs `mode`, with the engine (same shape as
+    `testbed`); taken down at the end of the session."""
     run = RunDir(instance)
     try:
         lifecycle.reclaim(instance, _owner_alive, run=run)
         report = lifecycle.up(
             instance,
             lifecycle.UpOptions(datanodes=TEST_DATANODES, block_size=TEST_BLOCK_SIZE,
-                                cache_bytes=TEST_CACHE_BYTES, tor="dpdk"),
+                                cache_bytes=TEST_CACHE_BYTES, tor=mode),
             progress=False, owner_pid=os.getpid(), run=run,
         )
     except TorswitchError as exc:
-        pytest.fail(f"the DPDK-ToR testbed could not be started: {exc}", pytrace=False)
-    _figures.append(f"HDFS testbed {instance!r} (DPDK ToR) up in {report.seconds:.1f} s")
+        pytest.fail(f"the {mode}-ToR testbed could not be started: {exc}", pytrace=False)
+    _figures.append(f"HDFS testbed {instance!r} ({mode} ToR) up in {report.seconds:.1f} s")
     tb = Testbed.attach(instance, run=run)
     try:
         yield tb
     finally:
         lifecycle.down(instance, run=run)
-        assert not hadoop.testbed_jvms(instance), "DPDK-ToR testbed JVMs still running"
+        assert not hadoop.testbed_jvms(instance), f"{mode}-ToR testbed JVMs still running"
+
+
+@pytest.fixture(scope="session")
+def dpdk_tor_testbed(request: pytest.FixtureRequest) -> Iterator[Testbed]:
+    """A session testbed whose ToR is the DPDK data plane (`up --tor dpdk`) with the engine:
+    the session's `testbed` when it is one, else instance $TORSWITCH_TEST_DPDK_SESSION or
+    ``pytd``."""
+    if session_tor() == "dpdk" and engine_wanted():
+        yield request.getfixturevalue("testbed")
+        return
+    yield from _second_testbed(os.environ.get("TORSWITCH_TEST_DPDK_SESSION", "pytd"), "dpdk")
+
+
+@pytest.fixture(scope="session")
+def kernel_tor_testbed(request: pytest.FixtureRequest) -> Iterator[Testbed]:
+    """A session testbed whose ToR is the kernel bridge with nftables interception and the
+    engine: the session's `testbed` when it is one, else instance
+    $TORSWITCH_TEST_KERNEL_SESSION or ``pytk``."""
+    if session_tor() == "kernel" and engine_wanted():
+        yield request.getfixturevalue("testbed")
+        return
+    yield from _second_testbed(os.environ.get("TORSWITCH_TEST_KERNEL_SESSION", "pytk"),
+                               "kernel")

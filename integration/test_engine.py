@@ -94,8 +94,7 @@ def engine(request: pytest.FixtureRequest) -> Iterator[Testbed]:
     """A session testbed with its engine intercepting, once per ToR mode: the kernel bridge
     with nftables, and the DPDK data plane steering through its tap (restarted if a test left
     it down)."""
-    tb: Testbed = request.getfixturevalue("testbed" if request.param == "kernel"
-                                          else "dpdk_tor_testbed")
+    tb: Testbed = request.getfixturevalue(f"{request.param}_tor_testbed")
     if not tb.engine_status().get("supervisor_running"):
         tb.start_engine()
     tb.wait_engine(True)

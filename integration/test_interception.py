@@ -142,6 +142,12 @@ def from_datanode(got: str) -> bool:
 # ---- the rules, driven directly ---------------------------------------------------------------
 
 
+@pytest.fixture(scope="session")
+def testbed(kernel_tor_testbed: Testbed) -> Testbed:
+    """This module tests the kernel mode: its testbed is the kernel-ToR session testbed."""
+    return kernel_tor_testbed
+
+
 @pytest.fixture(scope="class")
 def stand_in(testbed: Testbed) -> Iterator[subprocess.Popen[bytes]]:
     """No supervisor; the stand-in engine listening on 19866 in tor-a."""

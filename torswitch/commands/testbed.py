@@ -103,10 +103,11 @@ def register(subparsers: Any) -> None:
     up.add_argument(
         "--tor",
         choices=["kernel", "dpdk"],
-        default="kernel",
-        help="ToR mode: kernel = Linux bridge, with the block engine and its nftables "
-        "interception unless --no-cache; dpdk = the DPDK data plane (af_packet ports, a tap "
-        "holding 198.18.1.1) steering HDFS reads to the engine, which it needs (default kernel)",
+        default=None,
+        help="ToR mode: dpdk = the DPDK data plane (af_packet ports, a tap holding 198.18.1.1) "
+        "steering HDFS reads to the block engine, which it needs; kernel = Linux bridge, with "
+        "the block engine and its nftables interception unless --no-cache (default: dpdk, or "
+        "kernel with --no-cache)",
     )
     up.add_argument(
         "--no-cache",
@@ -203,7 +204,7 @@ def _up(args: argparse.Namespace) -> int:
         block_size=args.block_size,
         replication=args.replication,
         block_tokens=args.block_tokens,
-        tor=args.tor,
+        tor=args.tor or ("dpdk" if args.cache else "kernel"),
         cache=args.cache,
         cache_bytes=args.cache_size,
         engine_cmd=args.engine_cmd,

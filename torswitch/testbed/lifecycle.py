@@ -61,8 +61,8 @@ TOR_CHOICES = ("kernel", "dpdk")
 class UpOptions:
     """What `up` builds. `rate_bps` in bit/s, `delay_ms` one-way in ms, `block_size` bytes.
 
-    `tor`: the ToR mode (kernel, dpdk). `cache`: run the block engine in the ToR (False: plain
-    switching); `cache_bytes`: its capacity. `engine_cmd`: a stand-in for the engine, in shell
+    `tor`: the ToR mode (dpdk, the default, or kernel). `cache`: run the block engine in the
+    ToR (False: plain switching, which only the kernel mode does); `cache_bytes`: its capacity. `engine_cmd`: a stand-in for the engine, in shell
     syntax (tests); None runs `torswitch engine`.
     """
 
@@ -73,7 +73,7 @@ class UpOptions:
     replication: int = 1
     block_tokens: bool = False
     clients: int = topology.DEFAULT_CLIENTS
-    tor: str = "kernel"
+    tor: str = "dpdk"
     cache: bool = True
     cache_bytes: int = DEFAULT_CACHE_BYTES
     engine_cmd: str | None = None
