@@ -27,6 +27,7 @@ from torswitch.dataplane import (
     build_argv,
     mc_pool_words,
     parse_counters,
+    parse_lcores,
     parse_mc_status,
     steer_ports_from_hadoop_conf,
 )
@@ -468,3 +469,91 @@ def test_argv_flow_idle() -> None:
     for bad in (0, 86401):
         with pytest.raises(ValueError, match="flow_idle_s"):
             DataplaneConfig(rack_ifaces=["veth0"], flow_idle_s=bad)
+
+
+# ---- several lcores (issue 6: multi-queue, multi-core) ----------------------------------------
+
+def test_argv_lcores_give_queue_pairs() -> None:
+    cfg = DataplaneConfig(rack_ifaces=["a", "b"], uplink_iface="up", tap_iface="t0",
+                          lcores=[0, 1])
+    argv = build_argv(cfg, Path("s"))
+    assert argv[argv.index("-l") + 1] == "0,1"
+    vdevs = [argv[i + 1] for i, a in enumerate(argv) if a == "--vdev"]
+    # One queue pair per lcore on af_packet ports; net_tap takes its queues by itself.
+    assert vdevs == ["net_af_packet0,iface=a,qpairs=2", "net_af_packet1,iface=b,qpairs=2",
+                     "net_af_packet2,iface=up,qpairs=2,qdisc_bypass=0", "net_tap0,iface=t0"]
+
+
+def test_argv_queues_apart_from_lcores() -> None:
+    one_queue = build_argv(DataplaneConfig(rack_ifaces=["a"], lcores=[1, 3], queues=1),
+                           Path("s"))
+    assert one_queue[one_queue.index("-l") + 1] == "1,3"
+    assert "net_af_packet0,iface=a" in one_queue
+    four = build_argv(DataplaneConfig(rack_ifaces=["a"], lcore=2, queues=4), Path("s"))
+    assert four[four.index("-l") + 1] == "2"
+    assert "net_af_packet0,iface=a,qpairs=4" in four
+    # The default is one lcore (lcore) and one queue, as before.
+    plain = build_argv(DataplaneConfig(rack_ifaces=["a"]), Path("s"))
+    assert plain[plain.index("-l") + 1] == "0" and "net_af_packet0,iface=a" in plain
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"lcores": []},
+    {"lcores": [0, 0]},
+    {"lcores": [-1, 0]},
+    {"lcores": list(range(17))},
+    {"queues": 0},
+    {"queues": 17},
+    {"lcore": -1},
+])
+def test_config_rejects_lcores_and_queues(kwargs: dict[str, object]) -> None:
+    with pytest.raises(ValueError):
+        DataplaneConfig(rack_ifaces=["a"], **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("text,want", [
+    ("0", (0,)),
+    ("0-1", (0, 1)),
+    ("0,2", (0, 2)),
+    ("1-3,5", (1, 2, 3, 5)),
+    ("2,0-1,1", (2, 0, 1)),
+    (" 0 , 1 ", (0, 1)),
+])
+def test_parse_lcores(text: str, want: tuple[int, ...]) -> None:
+    assert parse_lcores(text) == want
+
+
+@pytest.mark.parametrize("text", ["", "a", "1-", "3-1", "-1", "0-16", "0,,1"])
+def test_parse_lcores_rejects(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_lcores(text)
+
+
+def test_parse_counters_worker_samples() -> None:
+    text = """\
+# HELP tsw_dataplane_worker_rx_packets_total frames the worker received on its queues
+# TYPE tsw_dataplane_worker_rx_packets_total counter
+tsw_dataplane_worker_rx_packets_total{worker="0",lcore="0"} 10
+tsw_dataplane_worker_rx_packets_total{worker="1",lcore="1"} 7
+# HELP tsw_dataplane_worker_mc_handoff_total frames this worker handed to worker 0
+# TYPE tsw_dataplane_worker_mc_handoff_total counter
+tsw_dataplane_worker_mc_handoff_total{worker="0",lcore="0"} 0
+tsw_dataplane_worker_mc_handoff_total{worker="1",lcore="1"} 3
+"""
+    c = parse_counters(text)
+    assert c.labelled["worker_rx_packets"] == {"worker=0,lcore=0": 10, "worker=1,lcore=1": 7}
+    assert c.labelled["worker_mc_handoff"]["worker=1,lcore=1"] == 3
+    assert not c.ports and not c.totals
+
+
+def test_cli_lcores_options() -> None:
+    parser = cli.build_parser()
+    args = parser.parse_args(["dataplane", "serve", "--tap-address", "198.18.1.1/16",
+                              "--lcores", "0-1", "--queues", "2"])
+    assert args.lcores == (0, 1) and args.queues == 2
+    args = parser.parse_args(["memswitch", "--config", "c.yml", "--rack-iface", "a", "--tap",
+                              "t", "--tap-address", "198.18.1.1/24", "--lcores", "0,1"])
+    assert args.lcores == (0, 1) and args.queues is None and args.lcore == 0
+    with pytest.raises(SystemExit):
+        parser.parse_args(["memswitch", "--config", "c.yml", "--rack-iface", "a", "--tap", "t",
+                           "--tap-address", "198.18.1.1/24", "--lcores", "1-0"])

@@ -12,6 +12,14 @@ native/dataplane/dp_counters.h; nothing here lists them, so the two sides cannot
 Port numbering: DPDK numbers virtual devices in command-line order, so rack ports are 0..n-1,
 then the uplink, then the tap. Counters are keyed by the interface each port is attached to.
 
+Cores: by default the data plane runs on one lcore (`lcore`). Given several (`lcores`), it runs
+its switch loop on each, every port with as many queue pairs (`queues`, by default one per
+lcore; af_packet's vdev qpairs=N, the kernel's fanout hash spreading flows over them; net_tap
+takes as many queues as lcores by itself), the (port, queue) pairs dealt to the lcores. The
+lowest lcore is the main one (worker 0), which owns MemSwitch's state; the others hand it the
+memcached frames (native/dataplane/dp.h). Per-worker counters are in Counters.labelled
+(`worker_rx_packets`, `worker_mc_handoff`, ...: keyed "worker=N,lcore=L").
+
 Control: the process serves a unix datagram socket (`--control`, protocol v1, specified in
 native/dataplane/dp_ctl.c); ControlClient speaks it: status, steering on/off (optionally on
 with a lease the data plane ends by itself unless renewed), steered ports, counters, and
@@ -63,6 +71,10 @@ CONTROL_MAX_REQUEST = 16384
 CONTROL_MAX_WORDS = 80
 #: Longest steering lease the data plane takes (dp_ctl.c DP_CTL_MAX_LEASE_MS), in ms.
 MAX_STEERING_LEASE_MS = 86_400_000
+#: Most lcores (workers) and queues per port the data plane takes (dp.h DP_MAX_WORKERS,
+#: DP_MAX_QUEUES; af_packet takes at most 16 qpairs too).
+MAX_LCORES = 16
+MAX_QUEUES = 16
 #: MemSwitch limits (dp_mc.h).
 MC_MAX_POOLS = 8
 MC_MAX_SERVERS = 32
@@ -84,6 +96,10 @@ class DataplaneConfig:
     tap_iface: name of the kernel interface the exception (net_tap) port creates, if any.
     steer_tcp_ports: IPv4 TCP destination ports steered from rack ports to the tap.
     netns: network namespace to run in (through `ip netns exec`), None for the current one.
+    lcore: the one lcore (core) to run on, when lcores is None.
+    lcores: several lcores to run the switch loop on (EAL -l); the lowest is the main lcore,
+      worker 0. None: just lcore.
+    queues: queue pairs per af_packet port (vdev qpairs=N); None: one per lcore.
     stats_interval_ms: period of the stats file, in milliseconds.
     no_backoff: busy-poll even when idle (benchmarks only: it burns a whole core).
     steering: whether steering starts on (a supervisor with a health check starts it off).
@@ -104,6 +120,8 @@ class DataplaneConfig:
     steer_tcp_ports: Sequence[int] = ()
     netns: str | None = None
     lcore: int = 0
+    lcores: Sequence[int] | None = None
+    queues: int | None = None
     memory_mb: int = 256
     stats_interval_ms: int = 200
     mac_age_s: int | None = None
@@ -130,6 +148,15 @@ class DataplaneConfig:
                 raise ValueError(f"invalid TCP port {port}")
         if self.steer_tcp_ports and self.tap_iface is None:
             raise ValueError("steering TCP ports needs a tap interface")
+        if self.lcore < 0:
+            raise ValueError(f"invalid lcore {self.lcore}")
+        if self.lcores is not None:
+            if not 0 < len(self.lcores) <= MAX_LCORES:
+                raise ValueError(f"lcores must list 1..{MAX_LCORES} lcores")
+            if len(set(self.lcores)) != len(self.lcores) or min(self.lcores) < 0:
+                raise ValueError(f"lcores must be distinct numbers >= 0: {list(self.lcores)}")
+        if self.queues is not None and not 0 < self.queues <= MAX_QUEUES:
+            raise ValueError(f"queues must be 1..{MAX_QUEUES}")
         if self.flow_idle_s is not None and not 0 < self.flow_idle_s <= 86400:
             raise ValueError("flow_idle_s must be 1..86400")
         if self.mc_cache_slots is not None and not 0 <= self.mc_cache_slots <= 1 << 24:
@@ -143,6 +170,18 @@ class DataplaneConfig:
             if value is not None and value <= 0:
                 raise ValueError(f"{name} must be > 0")
 
+    def eal_lcores(self) -> str:
+        """The EAL -l argument."""
+        if self.lcores is None:
+            return str(self.lcore)
+        return ",".join(str(c) for c in self.lcores)
+
+    def queue_pairs(self) -> int:
+        """Queue pairs per af_packet port: queues, else one per lcore."""
+        if self.queues is not None:
+            return self.queues
+        return 1 if self.lcores is None else len(self.lcores)
+
     def port_ifaces(self) -> dict[str, str]:
         """DPDK device name -> interface name, for every port."""
         names = {f"net_af_packet{i}": iface for i, iface in enumerate(self.rack_ifaces)}
@@ -151,6 +190,25 @@ class DataplaneConfig:
         if self.tap_iface is not None:
             names["net_tap0"] = self.tap_iface
         return names
+
+
+def parse_lcores(text: str) -> tuple[int, ...]:
+    """An lcore list as EAL's -l takes it ("0-1", "0,2", "1-3,5"), in order, without
+    duplicates. Raises ValueError for anything else."""
+    out: list[int] = []
+    for part in text.split(","):
+        first, sep, last = part.strip().partition("-")
+        try:
+            lo = int(first)
+            hi = int(last) if sep else lo
+        except ValueError:
+            raise ValueError(f"not an lcore list (like 0-1 or 0,2): {text!r}") from None
+        if lo < 0 or hi < lo:
+            raise ValueError(f"bad lcore range {part.strip()!r} in {text!r}")
+        out.extend(c for c in range(lo, hi + 1) if c not in out)
+    if not 0 < len(out) <= MAX_LCORES:
+        raise ValueError(f"{text!r}: 1..{MAX_LCORES} lcores")
+    return tuple(out)
 
 
 def steer_ports_from_hadoop_conf(conf_dir: str | os.PathLike[str] | None) -> tuple[int, ...]:
@@ -176,7 +234,7 @@ def build_argv(config: DataplaneConfig, stats_file: Path,
         argv += ["ip", "netns", "exec", config.netns]
     argv += [
         str(config.binary),
-        "-l", str(config.lcore),
+        "-l", config.eal_lcores(),
         # No hugepages, no PCI scan, no shared runtime config: verified on this machine kind
         # (tor-interception.md, section B).
         "--no-huge", "-m", str(config.memory_mb), "--no-pci", "--no-shconf",
@@ -185,14 +243,18 @@ def build_argv(config: DataplaneConfig, stats_file: Path,
     ifaces = list(config.rack_ifaces)
     if config.uplink_iface is not None:
         ifaces.append(config.uplink_iface)
+    qpairs = config.queue_pairs()
     for i, iface in enumerate(ifaces):
         vdev = f"net_af_packet{i},iface={iface}"
+        if qpairs > 1:
+            vdev += f",qpairs={qpairs}"
         if i == len(config.rack_ifaces):
             # The uplink goes through its qdisc (af_packet bypasses it by default), so tc
             # shaping on it, like the testbed's oversubscribed uplink, still applies.
             vdev += ",qdisc_bypass=0"
         argv += ["--vdev", vdev]
     if config.tap_iface is not None:
+        # net_tap has no queue argument: the data plane gives it one queue pair per lcore.
         tap = f"net_tap0,iface={config.tap_iface}"
         if config.tap_mac is not None:
             tap += f",mac={config.tap_mac}"
@@ -516,7 +578,9 @@ class ControlClient:
 
     def status(self) -> dict[str, str]:
         """Key/value status: protocol, mode, ports, steering, steering_lease_ms (ms left, or
-        none), steer_tcp_ports, tap_port, flow_slots, flow_idle_s."""
+        none), steer_tcp_ports, tap_port, flow_slots, flow_idle_s, workers; per worker N
+        workerN_lcore and workerN_rxq ("PORT:QUEUE,..."); per port P portP_rxq, portP_txq and
+        portP_rss (on/off)."""
         return dict(line.split("=", 1) for line in self.request("status").splitlines()
                     if "=" in line)
 

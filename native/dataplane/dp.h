@@ -1,29 +1,74 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * Shared state of the torswitch data plane: options, ports, the MAC table,
- * the steering state, the steering flow table and the per-core loop state.
+ * Shared state of the torswitch data plane: options, ports, workers, the
+ * MAC table, the steering state and the per-worker loop state.
  *
- * Ownership: everything here is written by main.c during start-up, before
- * the worker is launched, and is read-only afterwards, except
- *   - struct dp_port.stats, dp_core.mac, dp_core.stats and the
- *     worker_*_tsc times: written only by the worker lcore, read racily
- *     (aligned 64-bit loads) by the stats and control threads;
+ * Workers. The switch loop runs on every EAL lcore (-l 0-1 etc.): worker
+ * 0 on the main lcore, the others launched by main.c. Each port has
+ * min(workers, what its PMD offers) rx and tx queues; the (port, rx
+ * queue) pairs are dealt to the workers round-robin (queue q of port i to
+ * worker (i + q) mod workers, so a port's queues are on different
+ * workers), each worker polling only its own (main.c). A worker
+ * transmits on tx queue (its index mod the port's tx queues): its own
+ * queue where the port has one per worker, else a queue shared with
+ * other workers under that queue's spinlock (dp_core.tx_lock; net_null
+ * and net_pcap have one queue). With one lcore there is one worker, one
+ * queue per port, no lock and no hand-off: the data plane of before,
+ * whose loop (dp_worker.c, "solo") is compiled apart from the others.
+ *
+ * Flows and queues. A port with several rx queues spreads frames by a
+ * hash of the flow: RSS where the PMD offers it (main.c asks for IP,
+ * TCP and UDP hashing), the kernel's symmetric flow hash of the
+ * PACKET_FANOUT group for net_af_packet (vdev qpairs=N) and of the
+ * multi-queue tun device for net_tap. The steering flow table is per
+ * worker on the assumption that every segment of a TCP connection from
+ * a rack port arrives on the same queue. Caveat: DPDK's af_packet joins
+ * its fanout group with PACKET_FANOUT_FLAG_ROLLOVER, so a queue whose
+ * kernel ring is full spills frames onto another queue; a steered flow's
+ * segment spilled that way finds no entry there and goes direct
+ * (flow_unknown). That needs an overloaded queue; a real NIC's RSS
+ * never spills.
+ *
+ * MemSwitch. Its state (dp_mc.h: cache, request tables, splits) must
+ * stay on one lcore for cache coherence: worker 0 owns it. The other
+ * workers classify each frame with dp_mc_claims and hand those the
+ * memcached path would take (ARP for a VIP, UDP to or from a VIP:PORT,
+ * later IP fragments to a VIP) to worker 0 through dp_core.handoff (an
+ * rte_ring, multi-producer, single-consumer), the input port index in
+ * the mbuf's port field. Worker 0 drains the ring at the start of each
+ * round and runs them through dp_mc_frame as if received on that port. A
+ * full ring drops the frame (counted: mc_handoff_dropped). The frames of
+ * one UDP flow all take the same way, so they stay in order. Pools are
+ * freed by the control thread once worker 0 counted two rounds
+ * (dp_mc.h); with several workers, worker 0 counts a round only once
+ * every other worker finished a round (dp_worker.rounds) since its last
+ * count, so no worker can still be classifying with a freed pool.
+ *
+ * Ownership: everything here is written by main.c during start-up,
+ * before the workers are launched, and is read-only afterwards, except
+ *   - struct dp_worker: its owner's alone (rx queues, transmit buffers,
+ *     counters, flow table, rounds); the stats and control threads read
+ *     its counters racily (aligned 64-bit loads) and sum them over the
+ *     workers; worker 0 reads the others' rounds;
+ *   - dp_core.mac: shared by the workers (see dp_mac.h);
+ *   - the worker_*_tsc times: worker_start_tsc written by main before the
+ *     workers start, worker_stop_tsc by main after all of them stopped,
+ *     read by the stats and control threads;
  *   - dp_core.steer_on and dp_core.steer_map: written only by the control
- *     thread (dp_ctl.c) with atomic stores, read by the worker with atomic
- *     loads: steer_on once per round, one steer_map word per classified
- *     frame. Each TCP port's bit flips on its own, so a frame sees either
- *     the old or the new membership of its destination port. steer_on
- *     only decides new connections (dp_core.flow keeps each connection's
- *     decision); the steer_map is looked at for every frame, so a port
- *     taken out of it stops being steered at once, established flows
- *     included;
- *   - dp_core.flow: the steering flow table (dp_flow.h), the worker's
- *     alone after main.c initialises it;
+ *     thread (dp_ctl.c) with atomic stores, read by the workers with
+ *     atomic loads: steer_on once per round, one steer_map word per
+ *     classified frame. Each TCP port's bit flips on its own, so a frame
+ *     sees either the old or the new membership of its destination port.
+ *     steer_on only decides new connections (each worker's flow table
+ *     keeps each connection's decision); the steer_map is looked at for
+ *     every frame, so a port taken out of it stops being steered at once,
+ *     established flows included;
  *   - dp_core.steer_ports / nb_steer: the control thread's own record of
  *     the map, for status replies; nobody else reads them after start-up;
  *   - dp_core.mc: the memcached state, with its own ownership notes in
- *     dp_mc.h (pools published by the control thread, everything else the
- *     worker's);
+ *     dp_mc.h (pools published by the control thread, everything else
+ *     worker 0's);
+ *   - dp_core.tx_lock: taken by the workers sharing a tx queue;
  *   - dp_force_quit: set by the signal handler or main, read by every
  *     thread.
  */
@@ -41,6 +86,8 @@
 #include <rte_ethdev.h>
 #include <rte_ether.h>
 #include <rte_mbuf.h>
+#include <rte_ring.h>
+#include <rte_spinlock.h>
 
 #include "dp_counters.h"
 #include "dp_flow.h"
@@ -51,6 +98,10 @@
 #define DP_BURST 32
 #define DP_TX_BUF 64			/* frames buffered per port before a flush */
 #define DP_MAX_STEER_PORTS 8
+#define DP_MAX_WORKERS 16		/* lcores running the switch loop */
+#define DP_MAX_QUEUES DP_MAX_WORKERS	/* rx and tx queues per port */
+#define DP_MAX_WORKER_RXQ (DP_MAX_PORTS * DP_MAX_QUEUES)
+#define DP_HANDOFF_RING 4096		/* frames on their way to worker 0 */
 
 #define DP_MAC_AGE_S_DEFAULT 300
 #define DP_MAX_STATIC_MACS 64
@@ -67,20 +118,58 @@ enum dp_port_role {
 	DP_ROLE_TAP,		/* exception path into the ToR's kernel stack */
 };
 
-/* Frames waiting for one rte_eth_tx_burst on one port. */
-struct dp_tx_buf {
-	uint16_t nb;
-	struct rte_mbuf *pkts[DP_TX_BUF];
-};
-
+/* One port as the data plane set it up; the same for every worker. */
 struct dp_port {
 	uint16_t port_id;
 	enum dp_port_role role;
 	struct rte_ether_addr mac;
 	char name[64];
 	bool steer_capable;	/* a rack port, and there is a tap port */
-	struct dp_tx_buf tx;
+	bool rss;		/* RSS asked for (the PMD offers it) */
+	uint16_t nb_rxq;
+	uint16_t nb_txq;
+} __rte_cache_aligned;
+
+/* One port as one worker uses it: its counters and the frames waiting
+ * for one rte_eth_tx_burst on its tx queue. Aligned to a power of two
+ * (its size, about 620 bytes, rounded up) so that indexing by port is a
+ * shift, not a multiply, in the per-frame path. */
+struct dp_wport {
 	struct dp_port_counters stats;
+	uint16_t port_id;
+	uint16_t txq;		/* tx queue this worker sends on */
+	uint16_t nb_tx;
+	rte_spinlock_t *tx_lock;	/* NULL: the queue is this worker's */
+	struct rte_mbuf *tx[DP_TX_BUF];
+} __attribute__((aligned(1024)));
+
+/* One (port, rx queue) pair a worker polls. */
+struct dp_rxq {
+	uint16_t port_idx;	/* index into dp_core.ports */
+	uint16_t port_id;
+	uint16_t queue_id;
+	bool steer_capable;	/* the port's */
+};
+
+struct dp_core;
+
+/* One lcore running the switch loop (or the bare one). */
+struct dp_worker {
+	struct dp_core *dc;
+	uint16_t idx;		/* 0: the main lcore, owner of MemSwitch */
+	unsigned int lcore_id;
+	uint16_t nb_rxq;
+	/* Written by this worker at the end of each round (sequentially
+	 * consistent), read by worker 0; UINT64_MAX once it stopped. */
+	uint64_t rounds __rte_cache_aligned;
+	struct dp_global_counters stats __rte_cache_aligned;
+	struct dp_worker_counters wstats;
+	/* Steering flows seen on its queues: worker 0's is dp_core.flow0. */
+	struct dp_flow_table *flow;
+	uint16_t nb_ho;			/* frames in ho[] */
+	struct rte_mbuf *ho[DP_BURST];	/* claimed by MemSwitch, for worker 0 */
+	struct dp_rxq rxq[DP_MAX_WORKER_RXQ];
+	struct dp_wport port[DP_MAX_PORTS];
 } __rte_cache_aligned;
 
 /* How frames are forwarded; chosen once at start-up (--mode). */
@@ -119,24 +208,29 @@ struct dp_core {
 	uint16_t nb_ports;
 	int tap_idx;		/* index of the tap port in ports[], -1: none */
 	struct dp_port ports[DP_MAX_PORTS];
-	struct dp_global_counters stats;
-	uint64_t worker_start_tsc;	/* 0 until the worker starts */
-	uint64_t worker_stop_tsc;	/* 0 while it runs */
+	uint16_t nb_workers;
+	struct rte_ring *handoff;	/* to worker 0; NULL with one worker */
+	uint64_t worker_start_tsc;	/* 0 until the workers start */
+	uint64_t worker_stop_tsc;	/* 0 while any runs */
 	uint8_t steer_on;
 	uint16_t nb_steer;
 	uint16_t steer_ports[DP_MAX_STEER_PORTS];
 	/* Bit p set: rack TCP to port p is steered (while steer_on). */
 	uint64_t steer_map[DP_STEER_MAP_WORDS] __rte_cache_aligned;
 	struct dp_mac_table mac;
-	struct dp_flow_table flow;
+	/* Worker 0's flow table, in place (at a constant offset, as in the
+	 * one-worker data plane); the others' are allocated. */
+	struct dp_flow_table flow0;
 	struct dp_mc_state mc;
+	rte_spinlock_t tx_lock[DP_MAX_PORTS][DP_MAX_QUEUES];
+	struct dp_worker workers[DP_MAX_WORKERS];
 } __rte_cache_aligned;
 
 extern volatile bool dp_force_quit;
 
-/* dp_worker.c: the loop of the mode, returns when asked to quit or when
- * opt.run_ms has passed. */
-typedef int (*dp_loop_fn)(struct dp_core *dc);
+/* dp_worker.c: the loop of the mode, run by every worker; returns when
+ * asked to quit or when opt.run_ms has passed since worker_start_tsc. */
+typedef int (*dp_loop_fn)(struct dp_worker *w);
 dp_loop_fn dp_worker_loop(enum dp_mode mode);
 const char *dp_mode_name(enum dp_mode mode);
 
@@ -144,9 +238,9 @@ const char *dp_mode_name(enum dp_mode mode);
  * a flood reaches every port. */
 #define DP_FROM_SWITCH UINT16_MAX
 
-/* dp_worker.c, worker only: switch a frame by its destination MAC (known
- * unicast: that port; else flood), as the switch path does after steering.
- * For frames built or rewritten by dp_mc.c. */
+/* dp_worker.c, worker 0 only: switch a frame by its destination MAC
+ * (known unicast: that port; else flood), as the switch path does after
+ * steering. For frames built or rewritten by dp_mc.c. */
 void dp_forward(struct dp_core *dc, uint16_t in_idx, struct rte_mbuf *m,
 		uint64_t now);
 
@@ -203,32 +297,53 @@ dp_mac_key_of(const struct rte_ether_addr *a)
 	return k;
 }
 
-/* Transmit buffering, worker only: frames wait in the port's buffer until
- * the end of the round (or until it is full). What the port refuses is
- * freed and counted. */
-static inline void
-dp_tx_flush(struct dp_port *p)
+/* Transmit buffering, a worker's own: frames wait in the worker's buffer
+ * for the port until the end of the round (or until it is full). What the
+ * port refuses is freed and counted. A tx queue shared with other workers
+ * is taken under its lock for the burst; shared (a constant) false: the
+ * queue cannot be (one worker). */
+static __rte_always_inline void
+dp_tx_flush_as(struct dp_wport *p, const bool shared)
 {
 	uint16_t sent, i;
 
-	if (p->tx.nb == 0)
+	if (p->nb_tx == 0)
 		return;
-	sent = rte_eth_tx_burst(p->port_id, 0, p->tx.pkts, p->tx.nb);
+	if (shared && unlikely(p->tx_lock != NULL)) {
+		rte_spinlock_lock(p->tx_lock);
+		sent = rte_eth_tx_burst(p->port_id, p->txq, p->tx, p->nb_tx);
+		rte_spinlock_unlock(p->tx_lock);
+	} else {
+		sent = rte_eth_tx_burst(p->port_id, p->txq, p->tx, p->nb_tx);
+	}
 	p->stats.tx_packets += sent;
 	for (i = 0; i < sent; i++)
-		p->stats.tx_bytes += rte_pktmbuf_pkt_len(p->tx.pkts[i]);
-	for (i = sent; i < p->tx.nb; i++)
-		rte_pktmbuf_free(p->tx.pkts[i]);
-	p->stats.tx_dropped += p->tx.nb - sent;
-	p->tx.nb = 0;
+		p->stats.tx_bytes += rte_pktmbuf_pkt_len(p->tx[i]);
+	for (i = sent; i < p->nb_tx; i++)
+		rte_pktmbuf_free(p->tx[i]);
+	p->stats.tx_dropped += p->nb_tx - sent;
+	p->nb_tx = 0;
 }
 
-static inline void
-dp_tx_enqueue(struct dp_port *p, struct rte_mbuf *m)
+static __rte_always_inline void
+dp_tx_flush(struct dp_wport *p)
 {
-	if (unlikely(p->tx.nb == DP_TX_BUF))
+	dp_tx_flush_as(p, true);
+}
+
+static __rte_always_inline void
+dp_tx_enqueue(struct dp_wport *p, struct rte_mbuf *m)
+{
+	if (unlikely(p->nb_tx == DP_TX_BUF))
 		dp_tx_flush(p);
-	p->tx.pkts[p->tx.nb++] = m;
+	p->tx[p->nb_tx++] = m;
+}
+
+/* Where the memcached path (worker 0) sends a frame out of port idx. */
+static inline struct dp_wport *
+dp_mc_txport(struct dp_core *dc, uint16_t idx)
+{
+	return &dc->workers[0].port[idx];
 }
 
 #endif /* DP_H */

@@ -5,8 +5,12 @@
  * names in the stats dump and the HELP lines that torswitch.dataplane
  * reads, so no list of counters is written twice.
  *
- * Per-port counters are written only by the worker lcore that polls the
- * port; the stats thread reads them without locks (aligned 64-bit loads).
+ * Every worker lcore has its own copy of the port and global counters
+ * (struct dp_worker) and is their only writer; the stats thread reads
+ * them without locks (aligned 64-bit loads) and prints the sums, so the
+ * dump reads as one switch's. The worker counters are printed per worker
+ * (label worker="N"), with the worker's received and transmitted frames
+ * summed over its ports.
  */
 #ifndef DP_COUNTERS_H
 #define DP_COUNTERS_H
@@ -42,9 +46,17 @@
 		"buckets were full") \
 	X(flow_unknown, "segments to a steered port of connections not in " \
 		"the flow table (switched directly)") \
-	X(idle_sleeps, "times the worker slept because no frames arrived") \
+	X(idle_sleeps, "times a worker slept because no frames arrived") \
 	X(worker_us, "microseconds the worker loop has run (filled in by " \
-		"the stats writer from the worker's start and stop times)")
+		"the stats writer from the workers' start and stop times)")
+
+#define DP_WORKER_COUNTERS(X) \
+	X(mc_handoff, "frames this worker handed to worker 0's memcached " \
+		"path") \
+	X(mc_handoff_dropped, "frames for the memcached path dropped because " \
+		"the hand-off ring to worker 0 was full") \
+	X(mc_handoff_taken, "frames worker 0 took from the hand-off ring " \
+		"(worker 0 only)")
 
 #define DP_COUNTER_MEMBER(name, help) uint64_t name;
 
@@ -54,6 +66,10 @@ struct dp_port_counters {
 
 struct dp_global_counters {
 	DP_GLOBAL_COUNTERS(DP_COUNTER_MEMBER)
+};
+
+struct dp_worker_counters {
+	DP_WORKER_COUNTERS(DP_COUNTER_MEMBER)
 };
 
 #endif /* DP_COUNTERS_H */

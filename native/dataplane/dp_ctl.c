@@ -17,7 +17,12 @@
  * Verbs:
  *     status               BODY: key=value lines (protocol, mode, ports,
  *                          steering, steering_lease_ms, steer_tcp_ports,
- *                          tap_port, flow_slots, flow_idle_s)
+ *                          tap_port, flow_slots (per worker),
+ *                          flow_idle_s, workers; per worker N
+ *                          workerN_lcore and workerN_rxq, its
+ *                          PORT_ID:QUEUE pairs separated by commas; per
+ *                          port P (port_id) portP_rxq, portP_txq and
+ *                          portP_rss on|off)
  *     steering on|off      turn HDFS steering of new TCP flows on or off
  *                          (on needs a tap); each flow keeps the decision
  *                          taken on its SYN (dp_flow.h)
@@ -97,6 +102,31 @@ dp_ctl_lease_check(struct dp_core *dc)
 	fflush(stdout);
 }
 
+/* The workers, their rx queues and the ports' queues (status). */
+static void
+dp_ctl_status_workers(const struct dp_core *dc, FILE *f)
+{
+	uint16_t i, j;
+
+	fprintf(f, "workers=%u\n", dc->nb_workers);
+	for (i = 0; i < dc->nb_workers; i++) {
+		const struct dp_worker *w = &dc->workers[i];
+
+		fprintf(f, "worker%u_lcore=%u\nworker%u_rxq=", i, w->lcore_id, i);
+		for (j = 0; j < w->nb_rxq; j++)
+			fprintf(f, "%s%u:%u", j ? "," : "", w->rxq[j].port_id,
+					w->rxq[j].queue_id);
+		fputc('\n', f);
+	}
+	for (i = 0; i < dc->nb_ports; i++) {
+		const struct dp_port *p = &dc->ports[i];
+
+		fprintf(f, "port%u_rxq=%u\nport%u_txq=%u\nport%u_rss=%s\n",
+				p->port_id, p->nb_rxq, p->port_id, p->nb_txq,
+				p->port_id, p->rss ? "on" : "off");
+	}
+}
+
 /* Writes the reply to f; returns NULL on success or an error message. */
 static const char *
 dp_ctl_exec(struct dp_core *dc, char **w, int nw, FILE *f)
@@ -127,6 +157,7 @@ dp_ctl_exec(struct dp_core *dc, char **w, int nw, FILE *f)
 					dc->ports[dc->tap_idx].port_id);
 		else
 			fprintf(f, "\ntap_port=none\n");
+		dp_ctl_status_workers(dc, f);
 		return NULL;
 	}
 	if (strcmp(w[0], "steering") == 0 && (nw == 2 || nw == 3)) {

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * The slow paths of the MAC table (dp_mac.h): inserting, moving, static
- * entries. Free of DPDK; the inline fast paths are in the header.
+ * entries, each under the locks of the buckets it may write. Free of DPDK;
+ * the inline fast paths are in the header.
  */
 #include <errno.h>
 #include <string.h>
@@ -12,7 +13,64 @@ void
 dp_mac_init(struct dp_mac_table *t, uint64_t age_tsc)
 {
 	memset(t->buckets, 0, sizeof(t->buckets));
+	memset(t->locks, 0, sizeof(t->locks));
 	t->age_tsc = age_tsc;
+	t->refresh_tsc = age_tsc / DP_MAC_REFRESH_DIV;
+}
+
+static inline void
+dp_mac_cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	__builtin_ia32_pause();
+#elif defined(__aarch64__)
+	__asm__ volatile("yield");
+#endif
+}
+
+/* Test and test-and-set: spin on a plain load, so waiters do not pull
+ * the line away from the holder. */
+static void
+dp_mac_spin_lock(uint32_t *l)
+{
+	while (__atomic_exchange_n(l, 1, __ATOMIC_ACQUIRE) != 0)
+		while (__atomic_load_n(l, __ATOMIC_RELAXED) != 0)
+			dp_mac_cpu_relax();
+}
+
+static void
+dp_mac_spin_unlock(uint32_t *l)
+{
+	__atomic_store_n(l, 0, __ATOMIC_RELEASE);
+}
+
+/* The locks of both buckets of mac, lower index first (the pair of the
+ * last bucket wraps to bucket 0). */
+static void
+dp_mac_lock_pair(struct dp_mac_table *t, uint64_t mac)
+{
+	uint32_t a = dp_mac_bucket_of(mac), b = (a + 1) & (DP_MAC_BUCKETS - 1);
+
+	dp_mac_spin_lock(&t->locks[a < b ? a : b]);
+	dp_mac_spin_lock(&t->locks[a < b ? b : a]);
+}
+
+static void
+dp_mac_unlock_pair(struct dp_mac_table *t, uint64_t mac)
+{
+	uint32_t a = dp_mac_bucket_of(mac), b = (a + 1) & (DP_MAC_BUCKETS - 1);
+
+	dp_mac_spin_unlock(&t->locks[b]);
+	dp_mac_spin_unlock(&t->locks[a]);
+}
+
+/* A slot's new contents, under its bucket's lock: the time first, so a
+ * reader that sees the new word sees its time (dp_mac.h). */
+static inline void
+dp_mac_set(struct dp_mac_entry *e, uint64_t word, uint64_t seen)
+{
+	__atomic_store_n(&e->seen_tsc, seen, __ATOMIC_RELAXED);
+	__atomic_store_n(&e->word, word, __ATOMIC_RELEASE);
 }
 
 static inline uint64_t
@@ -25,7 +83,7 @@ dp_mac_word(uint64_t mac, uint16_t port_idx, bool is_static)
 /*
  * The slot a new MAC goes to: the first empty or dead slot of its two
  * buckets, else the oldest live dynamic one (*evicting set), else NULL
- * when all of them are static.
+ * when all of them are static. Under the buckets' locks.
  */
 static struct dp_mac_entry *
 dp_mac_victim(struct dp_mac_table *t, uint64_t mac, uint64_t now,
@@ -42,13 +100,15 @@ dp_mac_victim(struct dp_mac_table *t, uint64_t mac, uint64_t now,
 
 		for (j = 0; j < DP_MAC_BUCKET_SLOTS; j++) {
 			struct dp_mac_entry *e = &bk->slots[j];
+			uint64_t word = dp_mac_word_of(e);
 
-			if (!(e->word & DP_MAC_VALID) ||
-					!dp_mac_entry_live(t, e, now))
+			if (!(word & DP_MAC_VALID) ||
+					!dp_mac_word_live(t, e, word, now))
 				return e;
-			if (e->word & DP_MAC_STATIC)
+			if (word & DP_MAC_STATIC)
 				continue;
-			if (oldest == NULL || e->seen_tsc < oldest->seen_tsc)
+			if (oldest == NULL ||
+					dp_mac_seen_of(e) < dp_mac_seen_of(oldest))
 				oldest = e;
 		}
 	}
@@ -60,33 +120,45 @@ void
 dp_mac_learn_slow(struct dp_mac_table *t, uint64_t mac, uint16_t port_idx,
 		uint64_t now, struct dp_global_counters *c)
 {
-	struct dp_mac_entry *e = dp_mac_find(t, mac);
+	struct dp_mac_entry *e;
+	uint64_t word;
 	bool evicting;
 
+	dp_mac_lock_pair(t, mac);
+	/* Looked for again under the locks: another worker may have just
+	 * learned it. */
+	e = dp_mac_find(t, mac, &word);
 	if (e != NULL) {
-		if (e->word & DP_MAC_STATIC)
-			return;	/* configured, not learned: frames cannot move it */
+		/* Static: configured, not learned; frames cannot move it. */
+		if (word & DP_MAC_STATIC)
+			goto out;
+		if (dp_mac_word_port(word) == port_idx &&
+				dp_mac_word_live(t, e, word, now)) {
+			/* Another worker learned it in the meantime. */
+			__atomic_store_n(&e->seen_tsc, now, __ATOMIC_RELAXED);
+			goto out;
+		}
 		/* A live entry on another port is a move; an aged-out entry
 		 * coming back is learned afresh. */
-		if (dp_mac_entry_live(t, e, now))
+		if (dp_mac_word_live(t, e, word, now))
 			c->mac_moved++;
 		else
 			c->mac_learned++;
-		e->word = dp_mac_word(mac, port_idx, false);
-		e->seen_tsc = now;
-		return;
+		dp_mac_set(e, dp_mac_word(mac, port_idx, false), now);
+		goto out;
 	}
 	e = dp_mac_victim(t, mac, now, &evicting);
 	if (e == NULL) {
 		c->mac_learn_full++;
-		return;
+		goto out;
 	}
 	if (evicting)
 		c->mac_evicted++;
 	else
 		c->mac_learned++;
-	e->word = dp_mac_word(mac, port_idx, false);
-	e->seen_tsc = now;
+	dp_mac_set(e, dp_mac_word(mac, port_idx, false), now);
+out:
+	dp_mac_unlock_pair(t, mac);
 }
 
 int
@@ -94,23 +166,31 @@ dp_mac_add_static(struct dp_mac_table *t, uint64_t mac, uint16_t port_idx,
 		uint64_t now)
 {
 	struct dp_mac_entry *e;
+	uint64_t word;
 	bool evicting;
+	int rc = 0;
 
 	/* The group bit is the least significant bit of the first octet. */
 	if (mac == 0 || (mac & DP_MAC_ADDR_MASK) != mac ||
 			(mac >> 40) & 1 || port_idx > DP_MAC_MAX_PORT_IDX)
 		return -EINVAL;
-	e = dp_mac_find(t, mac);
-	if (e != NULL && (e->word & DP_MAC_STATIC))
-		return -EEXIST;
+	dp_mac_lock_pair(t, mac);
+	e = dp_mac_find(t, mac, &word);
+	if (e != NULL && (word & DP_MAC_STATIC)) {
+		rc = -EEXIST;
+		goto out;
+	}
 	if (e == NULL) {
 		e = dp_mac_victim(t, mac, now, &evicting);
-		if (e == NULL)
-			return -ENOSPC;
+		if (e == NULL) {
+			rc = -ENOSPC;
+			goto out;
+		}
 	}
-	e->word = dp_mac_word(mac, port_idx, true);
-	e->seen_tsc = 0;
-	return 0;
+	dp_mac_set(e, dp_mac_word(mac, port_idx, true), 0);
+out:
+	dp_mac_unlock_pair(t, mac);
+	return rc;
 }
 
 unsigned int
@@ -121,8 +201,10 @@ dp_mac_count(const struct dp_mac_table *t, uint64_t now)
 	for (i = 0; i < DP_MAC_BUCKETS; i++)
 		for (j = 0; j < DP_MAC_BUCKET_SLOTS; j++) {
 			const struct dp_mac_entry *e = &t->buckets[i].slots[j];
+			uint64_t word = dp_mac_word_of(e);
 
-			if ((e->word & DP_MAC_VALID) && dp_mac_entry_live(t, e, now))
+			if ((word & DP_MAC_VALID) &&
+					dp_mac_word_live(t, e, word, now))
 				n++;
 		}
 	return n;

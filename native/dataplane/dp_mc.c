@@ -30,8 +30,11 @@
  * fresh 20-byte header) and UDP addressed from the pool back to the
  * client, the payload rebuilt after the frame header, lengths and both
  * checksums computed in software, out of the ingress port. Everything
- * here runs on the worker lcore: no locks, no allocation except split
- * sub-requests from the packet pool, no system calls.
+ * here runs on worker 0 (dp.h), transmitting through its buffers
+ * (dp_mc_txport), also for frames other workers handed over: no locks,
+ * no allocation except split sub-requests from the packet pool, no
+ * system calls. dp_mc_claims is the exception: the other workers'
+ * classification, reading only the published pools.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -291,7 +294,7 @@ dp_mc_answer(struct dp_core *dc, const struct dp_mc_pool *pool,
 	dp_mc_write_hdr(pl, &h);
 	n = dp_mc_build_line(pl + DP_MC_UDP_HDR_LEN, room, line);
 	dp_mc_fix(k->m, k->ip, DP_MC_IP_LEN, DP_MC_UDP_HDR_LEN + n);
-	dp_tx_enqueue(&dc->ports[k->in_idx], k->m);
+	dp_tx_enqueue(dp_mc_txport(dc, k->in_idx), k->m);
 	return DP_MC_DONE;
 }
 
@@ -391,7 +394,7 @@ dp_mc_serve_hit(struct dp_core *dc, const struct dp_mc_pool *pool,
 				hit->text_sum);
 	}
 #endif
-	dp_tx_enqueue(&dc->ports[k->in_idx], m);
+	dp_tx_enqueue(dp_mc_txport(dc, k->in_idx), m);
 	return true;
 }
 
@@ -1376,7 +1379,7 @@ dp_mc_arp(struct dp_core *dc, uint16_t in_idx, struct rte_mbuf *m,
 	rte_ether_addr_copy(&eth->src_addr, &eth->dst_addr);
 	rte_ether_addr_copy(&pool->vmac, &eth->src_addr);
 	mc->pool_stats[pool->id].arp_replies++;
-	dp_tx_enqueue(&dc->ports[in_idx], m);
+	dp_tx_enqueue(dp_mc_txport(dc, in_idx), m);
 	return DP_MC_DONE;
 }
 
@@ -1520,8 +1523,63 @@ dp_mc_frame(struct dp_core *dc, uint16_t in_idx, struct rte_mbuf *m,
 	return DP_MC_PASS;
 }
 
+/*
+ * Whether dp_mc_frame would take the frame: ARP for a VIP, IPv4 UDP to or
+ * from a VIP:PORT, a later IP fragment to a VIP (by the same reading of
+ * the frame, dp_mc_locate). Called by workers other than worker 0, which
+ * hand such frames over; reads the published pools only, which the
+ * control thread frees after worker 0 counted two rounds, and worker 0
+ * counts a round only after every other worker finished one (dp.h).
+ */
+bool
+dp_mc_claims(const struct dp_core *dc, struct rte_mbuf *m)
+{
+	const struct dp_mc_state *mc = &dc->mc;
+	struct rte_ether_hdr *eth = rte_pktmbuf_mtod(m, struct rte_ether_hdr *);
+	const struct dp_mc_pool *pool;
+	struct dp_mc_pkt k;
+	unsigned int i, hi;
+	uint32_t tip;
+	int where;
+
+	hi = __atomic_load_n(&mc->pool_hi, __ATOMIC_ACQUIRE);
+	if (eth->ether_type != rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4)) {
+		const struct rte_arp_hdr *a = (const struct rte_arp_hdr *)(eth + 1);
+
+		if (eth->ether_type != rte_cpu_to_be_16(RTE_ETHER_TYPE_ARP) ||
+				rte_pktmbuf_data_len(m) < DP_MC_ETH_LEN + sizeof(*a))
+			return false;
+		tip = a->arp_data.arp_tip;
+		for (i = 0; i < hi; i++) {
+			pool = dp_mc_pool_at(mc, i);
+			if (pool != NULL && pool->vip_be == tip)
+				return true;
+		}
+		return false;
+	}
+	where = dp_mc_locate(m, 0, &k);
+	if (where == 0)
+		return false;
+	for (i = 0; i < hi; i++) {
+		pool = dp_mc_pool_at(mc, i);
+		if (pool == NULL)
+			continue;
+		if (where == 2) {
+			if (k.ip->dst_addr == pool->vip_be)
+				return true;
+			continue;
+		}
+		if ((k.ip->dst_addr == pool->vip_be &&
+				k.udp->dst_port == pool->vport_be) ||
+				(k.ip->src_addr == pool->vip_be &&
+				k.udp->src_port == pool->vport_be))
+			return true;
+	}
+	return false;
+}
+
 void
-dp_mc_round(struct dp_core *dc, uint64_t now)
+dp_mc_round(struct dp_core *dc, uint64_t now, bool count)
 {
 	struct dp_mc_state *mc = &dc->mc;
 
@@ -1529,6 +1587,8 @@ dp_mc_round(struct dp_core *dc, uint64_t now)
 		dp_mc_flow_reap(mc->reqs, now, DP_MC_REAP_BUDGET);
 	if (mc->frags != NULL && dp_mc_flow_count(mc->frags) != 0)
 		dp_mc_flow_reap(mc->frags, now, DP_MC_REAP_BUDGET);
+	if (!count)
+		return;
 	/* Sequentially consistent: the control thread frees a replaced pool
 	 * two rounds after it published the new one, which needs every pool
 	 * load of the later rounds ordered after this store (dp_mc_ctl.c). */

@@ -63,7 +63,10 @@
  * structures behind atomic pointers; the worker reads the pointers once
  * per frame; an old pool is freed after the worker has gone through two
  * rounds (its `rounds` counter), so no frame ever sees a freed pool and
- * no request is dropped by a reconfiguration. Server ids are global
+ * no request is dropped by a reconfiguration. "The worker" is worker 0
+ * of the data plane (dp.h); the other workers only read the pools, in
+ * dp_mc_claims, and hand claimed frames to worker 0, which counts a round
+ * only once each of them finished one. Server ids are global
  * (per-server counters are indexed by them): a pool may not use another
  * pool's ids, nor its VIP:PORT.
  *
@@ -243,13 +246,21 @@ enum dp_mc_verdict {
 	DP_MC_DONE,	/* ours, and transmitted, held or freed */
 };
 
-/* The worker's hook, called for every frame from a port when
- * dp_mc_state.any_pool is set, after MAC learning. */
+/* Worker 0's hook, called for every frame from a port when
+ * dp_mc_state.any_pool is set, after MAC learning, and for every frame
+ * the other workers handed over (in_idx: the port it came in on). */
 enum dp_mc_verdict dp_mc_frame(struct dp_core *dc, uint16_t in_idx,
 		struct rte_mbuf *m, uint64_t now);
 
-/* Once per worker round: reaps expired request state, marks progress. */
-void dp_mc_round(struct dp_core *dc, uint64_t now);
+/* Once per round of worker 0: reaps expired request state; marks progress
+ * (the round count) when count is set: with several workers, only once
+ * every other worker finished a round since the last count (dp.h). */
+void dp_mc_round(struct dp_core *dc, uint64_t now, bool count);
+
+/* The other workers' test (dp.h): whether dp_mc_frame would take the
+ * frame (ARP for a VIP, UDP to or from a VIP:PORT, a later IP fragment
+ * to a VIP), so it must go to worker 0. Reads the published pools. */
+bool dp_mc_claims(const struct dp_core *dc, struct rte_mbuf *m);
 
 /* Control (dp_ctl.c hands these verbs over): returns NULL or an error
  * message; writes a reply body to f.

@@ -5,6 +5,8 @@
  * format, atomically (write to PATH.tmp, then rename), so a reader never
  * sees half a file. main.c writes one last dump after the worker stops.
  * Names and help texts come from the X-macro tables of dp_counters.h.
+ * Port and global counters are the sums over the workers (each has its
+ * own copy); the worker counters follow per worker (worker="N").
  * dp_stats_print is also what the control channel's "counters" returns.
  * The memcached counters (dp_mc.h's tables) follow, from dp_mc_ctl.c.
  */
@@ -24,7 +26,7 @@
 static pthread_t dp_stats_thread;
 static bool dp_stats_running;
 
-/* Microseconds between the worker's start and its stop (or now). */
+/* Microseconds between the workers' start and their stop (or now). */
 static uint64_t
 dp_worker_us(const struct dp_core *dc)
 {
@@ -39,12 +41,37 @@ dp_worker_us(const struct dp_core *dc)
 	return (uint64_t)((double)(stop - start) * 1e6 / rte_get_tsc_hz());
 }
 
+static inline uint64_t
+dp_load(const uint64_t *v)
+{
+	return __atomic_load_n(v, __ATOMIC_RELAXED);
+}
+
+/* One port's counters summed over the workers. */
+static void
+dp_port_sum(const struct dp_core *dc, uint16_t idx, struct dp_port_counters *c)
+{
+	uint16_t w;
+
+	memset(c, 0, sizeof(*c));
+	for (w = 0; w < dc->nb_workers; w++) {
+		const struct dp_port_counters *s = &dc->workers[w].port[idx].stats;
+
+#define DP_ADD(cname, help) c->cname += dp_load(&s->cname);
+		DP_PORT_COUNTERS(DP_ADD)
+#undef DP_ADD
+	}
+}
+
 void
 dp_stats_print(const struct dp_core *dc, FILE *f)
 {
+	struct dp_port_counters pc[DP_MAX_PORTS];
 	struct dp_global_counters g;
-	uint16_t i;
+	uint16_t i, w;
 
+	for (i = 0; i < dc->nb_ports; i++)
+		dp_port_sum(dc, i, &pc[i]);
 #define DP_PRINT_PORT(cname, help) \
 	fprintf(f, "# HELP " DP_METRIC_PREFIX #cname "_total " help "\n" \
 		"# TYPE " DP_METRIC_PREFIX #cname "_total counter\n"); \
@@ -52,9 +79,7 @@ dp_stats_print(const struct dp_core *dc, FILE *f)
 		fprintf(f, DP_METRIC_PREFIX #cname "_total{port=\"%u\"," \
 			"name=\"%s\",role=\"%s\"} %" PRIu64 "\n", \
 			dc->ports[i].port_id, dc->ports[i].name, \
-			dp_role_name(dc->ports[i].role), \
-			__atomic_load_n(&dc->ports[i].stats.cname, \
-				__ATOMIC_RELAXED));
+			dp_role_name(dc->ports[i].role), pc[i].cname);
 	DP_PORT_COUNTERS(DP_PRINT_PORT)
 #undef DP_PRINT_PORT
 
@@ -63,13 +88,51 @@ dp_stats_print(const struct dp_core *dc, FILE *f)
 		"# TYPE " DP_METRIC_PREFIX #cname "_total counter\n" \
 		DP_METRIC_PREFIX #cname "_total %" PRIu64 "\n", \
 		g.cname);
-#define DP_LOAD_GLOBAL(cname, help) \
-	g.cname = __atomic_load_n(&dc->stats.cname, __ATOMIC_RELAXED);
-	DP_GLOBAL_COUNTERS(DP_LOAD_GLOBAL)
-#undef DP_LOAD_GLOBAL
+#define DP_ADD_GLOBAL(cname, help) \
+	g.cname += dp_load(&dc->workers[w].stats.cname);
+	memset(&g, 0, sizeof(g));
+	for (w = 0; w < dc->nb_workers; w++) {
+		DP_GLOBAL_COUNTERS(DP_ADD_GLOBAL)
+	}
+#undef DP_ADD_GLOBAL
 	g.worker_us = dp_worker_us(dc);
 	DP_GLOBAL_COUNTERS(DP_PRINT_GLOBAL)
 #undef DP_PRINT_GLOBAL
+
+	/* Per worker: its frames (summed over its ports), then its table. */
+#define DP_PRINT_WORKER_HEAD(cname, help) \
+	fprintf(f, "# HELP " DP_METRIC_PREFIX "worker_" #cname "_total " \
+		help "\n# TYPE " DP_METRIC_PREFIX "worker_" #cname \
+		"_total counter\n");
+#define DP_PRINT_WORKER(cname, value) \
+	fprintf(f, DP_METRIC_PREFIX "worker_" #cname "_total{worker=\"%u\"," \
+		"lcore=\"%u\"} %" PRIu64 "\n", w, dc->workers[w].lcore_id, \
+		(uint64_t)(value));
+	DP_PRINT_WORKER_HEAD(rx_packets, "frames the worker received on its "
+			"queues")
+	for (w = 0; w < dc->nb_workers; w++) {
+		uint64_t n = 0;
+
+		for (i = 0; i < dc->nb_ports; i++)
+			n += dp_load(&dc->workers[w].port[i].stats.rx_packets);
+		DP_PRINT_WORKER(rx_packets, n)
+	}
+	DP_PRINT_WORKER_HEAD(tx_packets, "frames the worker transmitted")
+	for (w = 0; w < dc->nb_workers; w++) {
+		uint64_t n = 0;
+
+		for (i = 0; i < dc->nb_ports; i++)
+			n += dp_load(&dc->workers[w].port[i].stats.tx_packets);
+		DP_PRINT_WORKER(tx_packets, n)
+	}
+#define DP_PRINT_WORKER_TABLE(cname, help) \
+	DP_PRINT_WORKER_HEAD(cname, help) \
+	for (w = 0; w < dc->nb_workers; w++) \
+		DP_PRINT_WORKER(cname, dp_load(&dc->workers[w].wstats.cname))
+	DP_WORKER_COUNTERS(DP_PRINT_WORKER_TABLE)
+#undef DP_PRINT_WORKER_TABLE
+#undef DP_PRINT_WORKER
+#undef DP_PRINT_WORKER_HEAD
 	if (dc->opt.mode == DP_MODE_SWITCH)
 		dp_mc_stats_print(dc, f);
 }

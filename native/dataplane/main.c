@@ -3,15 +3,20 @@
  * tsw-dataplane: the torswitch top-of-rack data plane.
  *
  * Start-up: EAL init (ports come from EAL options, e.g.
- * --vdev net_af_packet0,iface=veth0 --vdev net_tap0,iface=tswtap0), then
- * the application options after "--", one packet pool, every port set up
- * with one rx and one tx queue in promiscuous mode, the MAC and steering
- * flow tables, the memcached state
- * and its pool file (dp_mc_ctl.c), the control channel (dp_ctl.c), and
- * the loop of the chosen mode (dp_worker.c) on the main
- * lcore. SIGINT and SIGTERM only set a flag, and --run-ms ends the loop by
- * itself; then the last counters are written and the ports closed. Any
- * start-up failure exits with a message; nothing aborts afterwards.
+ * --vdev net_af_packet0,iface=veth0,qpairs=2 --vdev net_tap0,iface=tswtap0;
+ * the lcores from -l), then the application options after "--", one
+ * worker per lcore (dp.h), one packet pool, every port set up in
+ * promiscuous mode with min(workers, what its PMD offers) rx and tx
+ * queues (RSS over IP, TCP and UDP asked for where the PMD offers it),
+ * the (port, rx queue) pairs dealt to the workers (dp_workers_plan), the MAC
+ * table, each worker's steering flow table, the hand-off ring to worker 0
+ * (several workers), the memcached state and its pool file
+ * (dp_mc_ctl.c), the control channel (dp_ctl.c), and the loop of the
+ * chosen mode (dp_worker.c) on every worker, worker 0 on the main lcore.
+ * An lcore left without an rx queue gets no worker. SIGINT and SIGTERM
+ * only set a flag, and --run-ms ends the loops by themselves; then the
+ * last counters are written and the ports closed. Any start-up failure
+ * exits with a message; nothing aborts afterwards.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -24,14 +29,18 @@
 #include <rte_eal.h>
 #include <rte_ethdev.h>
 #include <rte_lcore.h>
+#include <rte_launch.h>
 #include <rte_mbuf.h>
 #include <rte_random.h>
+#include <rte_ring.h>
 
 #include "dp.h"
 
 #define DP_NB_RXD 1024
 #define DP_NB_TXD 1024
 #define DP_MBUF_CACHE 256
+/* Hash fields asked of a PMD that offers RSS (dp.h: flows and queues). */
+#define DP_RSS_HF (RTE_ETH_RSS_IP | RTE_ETH_RSS_TCP | RTE_ETH_RSS_UDP)
 
 volatile bool dp_force_quit;
 
@@ -42,6 +51,10 @@ dp_usage(const char *prog)
 {
 	fprintf(stderr,
 		"usage: %s [EAL options] -- [options]\n"
+		"EAL -l LIST: the switch loop runs on each lcore (worker 0 on\n"
+		"the main one, owner of the memcached state), every port with\n"
+		"a queue pair per lcore where its PMD allows (af_packet:\n"
+		"give qpairs=N in its --vdev)\n"
 		"  --stats-file PATH        rewrite counters there periodically\n"
 		"  --stats-interval-ms N    period of the stats file (default %u)\n"
 		"  --mac-age-s N            MAC table ageing time (default %u)\n"
@@ -274,12 +287,31 @@ dp_parse_args(struct dp_options *opt, struct dp_mc_options *mc, int argc,
 		rte_exit(EXIT_FAILURE, "unexpected argument '%s'\n", argv[optind]);
 }
 
+/* How many queues the port gets, and whether RSS spreads its frames. */
+static void
+dp_port_plan(struct dp_port *p, unsigned int nb_lcores)
+{
+	struct rte_eth_dev_info info;
+	int rc;
+
+	rc = rte_eth_dev_info_get(p->port_id, &info);
+	if (rc != 0)
+		rte_exit(EXIT_FAILURE, "port %u: dev_info: %s\n", p->port_id,
+				rte_strerror(-rc));
+	p->nb_rxq = RTE_MAX(1u, RTE_MIN(nb_lcores, (unsigned int)info.max_rx_queues));
+	p->nb_txq = RTE_MAX(1u, RTE_MIN(nb_lcores, (unsigned int)info.max_tx_queues));
+	p->rss = p->nb_rxq > 1 && (info.flow_type_rss_offloads & DP_RSS_HF) != 0;
+	if (strcmp(info.driver_name, "net_tap") == 0 &&
+			dp_core.opt.tap_port_id < 0)
+		dp_core.opt.tap_port_id = p->port_id;
+}
+
 static void
 dp_port_init(struct dp_port *p, struct rte_mempool *pool)
 {
 	struct rte_eth_conf conf;
 	struct rte_eth_dev_info info;
-	uint16_t nb_rxd = DP_NB_RXD, nb_txd = DP_NB_TXD;
+	uint16_t nb_rxd = DP_NB_RXD, nb_txd = DP_NB_TXD, q;
 	int socket = rte_eth_dev_socket_id(p->port_id);
 	int rc;
 
@@ -288,7 +320,12 @@ dp_port_init(struct dp_port *p, struct rte_mempool *pool)
 	if (rc != 0)
 		rte_exit(EXIT_FAILURE, "port %u: dev_info: %s\n", p->port_id,
 				rte_strerror(-rc));
-	rc = rte_eth_dev_configure(p->port_id, 1, 1, &conf);
+	if (p->rss) {
+		conf.rxmode.mq_mode = RTE_ETH_MQ_RX_RSS;
+		conf.rx_adv_conf.rss_conf.rss_hf =
+			DP_RSS_HF & info.flow_type_rss_offloads;
+	}
+	rc = rte_eth_dev_configure(p->port_id, p->nb_rxq, p->nb_txq, &conf);
 	if (rc != 0)
 		rte_exit(EXIT_FAILURE, "port %u: configure: %s\n", p->port_id,
 				rte_strerror(-rc));
@@ -296,16 +333,20 @@ dp_port_init(struct dp_port *p, struct rte_mempool *pool)
 	if (rc != 0)
 		rte_exit(EXIT_FAILURE, "port %u: descriptors: %s\n",
 				p->port_id, rte_strerror(-rc));
-	rc = rte_eth_rx_queue_setup(p->port_id, 0, nb_rxd,
-			socket < 0 ? 0 : socket, NULL, pool);
-	if (rc != 0)
-		rte_exit(EXIT_FAILURE, "port %u: rx queue: %s\n", p->port_id,
-				rte_strerror(-rc));
-	rc = rte_eth_tx_queue_setup(p->port_id, 0, nb_txd,
-			socket < 0 ? 0 : socket, NULL);
-	if (rc != 0)
-		rte_exit(EXIT_FAILURE, "port %u: tx queue: %s\n", p->port_id,
-				rte_strerror(-rc));
+	for (q = 0; q < p->nb_rxq; q++) {
+		rc = rte_eth_rx_queue_setup(p->port_id, q, nb_rxd,
+				socket < 0 ? 0 : socket, NULL, pool);
+		if (rc != 0)
+			rte_exit(EXIT_FAILURE, "port %u: rx queue %u: %s\n",
+					p->port_id, q, rte_strerror(-rc));
+	}
+	for (q = 0; q < p->nb_txq; q++) {
+		rc = rte_eth_tx_queue_setup(p->port_id, q, nb_txd,
+				socket < 0 ? 0 : socket, NULL);
+		if (rc != 0)
+			rte_exit(EXIT_FAILURE, "port %u: tx queue %u: %s\n",
+					p->port_id, q, rte_strerror(-rc));
+	}
 	rc = rte_eth_dev_start(p->port_id);
 	if (rc != 0)
 		rte_exit(EXIT_FAILURE, "port %u: start: %s\n", p->port_id,
@@ -319,9 +360,82 @@ dp_port_init(struct dp_port *p, struct rte_mempool *pool)
 	if (rc != 0)
 		rte_exit(EXIT_FAILURE, "port %u: MAC address: %s\n",
 				p->port_id, rte_strerror(-rc));
-	if (strcmp(info.driver_name, "net_tap") == 0 &&
-			dp_core.opt.tap_port_id < 0)
-		dp_core.opt.tap_port_id = p->port_id;
+}
+
+/*
+ * Deals the (port, rx queue) pairs to the lcores round-robin, starting
+ * each port one lcore further on: queue q of port i goes to lcore
+ * (i + q) mod lcores, so a port's queues land on different workers and
+ * each worker gets its share of the pairs. An lcore left without a pair
+ * gets no worker. Then each worker's view of the ports: its tx queue and
+ * whether it is shared.
+ */
+static void
+dp_workers_plan(struct dp_core *dc, const unsigned int *lcores,
+		unsigned int nb_lcores)
+{
+	unsigned int total = 0, i;
+	uint16_t q, wi;
+
+	for (i = 0; i < dc->nb_ports; i++)
+		total += dc->ports[i].nb_rxq;
+	dc->nb_workers = RTE_MIN(nb_lcores, total);
+	for (wi = 0; wi < dc->nb_workers; wi++) {
+		struct dp_worker *w = &dc->workers[wi];
+
+		w->dc = dc;
+		w->idx = wi;
+		w->lcore_id = lcores[wi];
+	}
+	for (i = 0; i < dc->nb_ports; i++)
+		for (q = 0; q < dc->ports[i].nb_rxq; q++) {
+			struct dp_worker *w =
+				&dc->workers[(i + q) % dc->nb_workers];
+			struct dp_rxq *r = &w->rxq[w->nb_rxq++];
+
+			r->port_idx = i;
+			r->port_id = dc->ports[i].port_id;
+			r->queue_id = q;
+		}
+	for (wi = 0; wi < dc->nb_workers; wi++) {
+		struct dp_worker *w = &dc->workers[wi];
+
+		for (i = 0; i < dc->nb_ports; i++) {
+			const struct dp_port *p = &dc->ports[i];
+			struct dp_wport *wp = &w->port[i];
+
+			wp->port_id = p->port_id;
+			wp->txq = wi % p->nb_txq;
+			wp->tx_lock = p->nb_txq < dc->nb_workers ?
+				&dc->tx_lock[i][wp->txq] : NULL;
+		}
+	}
+	for (i = 0; i < dc->nb_ports; i++)
+		for (q = 0; q < DP_MAX_QUEUES; q++)
+			rte_spinlock_init(&dc->tx_lock[i][q]);
+}
+
+static void
+dp_workers_print(const struct dp_core *dc)
+{
+	uint16_t wi, j;
+
+	for (wi = 0; wi < dc->nb_workers; wi++) {
+		const struct dp_worker *w = &dc->workers[wi];
+
+		printf("tsw-dataplane: worker %u lcore %u polls", wi, w->lcore_id);
+		for (j = 0; j < w->nb_rxq; j++)
+			printf(" %u:%u", w->rxq[j].port_id, w->rxq[j].queue_id);
+		printf(" (port:queue)\n");
+	}
+}
+
+static int
+dp_worker_main(void *arg)
+{
+	struct dp_worker *w = arg;
+
+	return dp_worker_loop(w->dc->opt.mode)(w);
 }
 
 static void
@@ -336,7 +450,8 @@ main(int argc, char **argv)
 {
 	struct dp_core *dc = &dp_core;
 	struct rte_mempool *pool;
-	unsigned int nb_mbufs;
+	unsigned int nb_mbufs, nb_lcores, lcore_id;
+	unsigned int lcores[DP_MAX_WORKERS];
 	uint16_t port_id, i;
 	int rc;
 
@@ -352,8 +467,13 @@ main(int argc, char **argv)
 	signal(SIGINT, dp_signal);
 	signal(SIGTERM, dp_signal);
 
-	if (rte_lcore_count() > 1)
-		printf("tsw-dataplane: only the main lcore is used\n");
+	nb_lcores = rte_lcore_count();
+	if (nb_lcores > DP_MAX_WORKERS)
+		rte_exit(EXIT_FAILURE, "more than %u lcores\n", DP_MAX_WORKERS);
+	lcores[0] = rte_get_main_lcore();
+	i = 1;
+	RTE_LCORE_FOREACH_WORKER(lcore_id)
+		lcores[i++] = lcore_id;
 
 	RTE_ETH_FOREACH_DEV(port_id) {
 		if (dc->nb_ports == DP_MAX_PORTS)
@@ -364,11 +484,21 @@ main(int argc, char **argv)
 	if (dc->nb_ports < 2)
 		rte_exit(EXIT_FAILURE, "need at least 2 ports, have %u "
 				"(give them with --vdev)\n", dc->nb_ports);
+	for (i = 0; i < dc->nb_ports; i++)
+		dp_port_plan(&dc->ports[i], nb_lcores);
+	dp_workers_plan(dc, lcores, nb_lcores);
 
-	/* Rings, transmit buffers, the per-lcore cache, and the reply
-	 * datagrams memcached splits may hold. */
-	nb_mbufs = RTE_MAX(8191u, (unsigned int)dc->nb_ports * (DP_NB_RXD + DP_NB_TXD +
-			DP_TX_BUF + DP_BURST) + DP_MBUF_CACHE * 2) + DP_MC_MAX_HELD;
+	/* Rings, transmit buffers, the per-lcore caches, the hand-off ring,
+	 * and the reply datagrams memcached splits may hold. */
+	nb_mbufs = 0;
+	for (i = 0; i < dc->nb_ports; i++)
+		nb_mbufs += dc->ports[i].nb_rxq * DP_NB_RXD +
+			dc->ports[i].nb_txq * DP_NB_TXD;
+	nb_mbufs += dc->nb_workers * (dc->nb_ports * DP_TX_BUF + 2 * DP_BURST +
+			DP_MBUF_CACHE * 2);
+	if (dc->nb_workers > 1)
+		nb_mbufs += DP_HANDOFF_RING;
+	nb_mbufs = RTE_MAX(8191u, nb_mbufs) + DP_MC_MAX_HELD;
 	pool = rte_pktmbuf_pool_create("dp_mbufs", nb_mbufs, DP_MBUF_CACHE, 0,
 			RTE_MBUF_DEFAULT_BUF_SIZE, rte_socket_id());
 	if (pool == NULL)
@@ -392,9 +522,10 @@ main(int argc, char **argv)
 			p->role = DP_ROLE_UPLINK;
 		}
 		printf("tsw-dataplane: port %u %s role %s mac "
-				RTE_ETHER_ADDR_PRT_FMT "\n", p->port_id, p->name,
-				dp_role_name(p->role),
-				RTE_ETHER_ADDR_BYTES(&p->mac));
+				RTE_ETHER_ADDR_PRT_FMT " queues rx %u tx %u%s\n",
+				p->port_id, p->name, dp_role_name(p->role),
+				RTE_ETHER_ADDR_BYTES(&p->mac), p->nb_rxq, p->nb_txq,
+				p->rss ? " rss" : "");
 	}
 	if (dc->opt.tap_port_id >= 0 && dc->tap_idx < 0)
 		rte_exit(EXIT_FAILURE, "--tap %d: no such port\n",
@@ -407,6 +538,14 @@ main(int argc, char **argv)
 	for (i = 0; i < dc->nb_ports; i++)
 		dc->ports[i].steer_capable = dc->tap_idx >= 0 &&
 			dc->ports[i].role == DP_ROLE_RACK;
+	for (i = 0; i < dc->nb_workers; i++) {
+		struct dp_worker *w = &dc->workers[i];
+		uint16_t j;
+
+		for (j = 0; j < w->nb_rxq; j++)
+			w->rxq[j].steer_capable =
+				dc->ports[w->rxq[j].port_idx].steer_capable;
+	}
 	rc = dp_steer_set_ports(dc, dc->opt.steer_tcp_ports, dc->opt.nb_steer);
 	if (rc == 0)
 		rc = dp_steer_enable(dc, dc->opt.steering && dc->tap_idx >= 0);
@@ -414,8 +553,26 @@ main(int argc, char **argv)
 		rte_exit(EXIT_FAILURE, "steering: %s\n", strerror(-rc));
 
 	dp_mac_init(&dc->mac, (uint64_t)dc->opt.age_s * rte_get_tsc_hz());
-	dp_flow_init(&dc->flow, (uint64_t)dc->opt.flow_idle_s * rte_get_tsc_hz(),
-			(uint64_t)DP_FLOW_CLOSING_S * rte_get_tsc_hz(), rte_rand());
+	for (i = 0; i < dc->nb_workers; i++) {
+		struct dp_worker *w = &dc->workers[i];
+		void *mem = &dc->flow0;
+
+		if (i > 0 && posix_memalign(&mem, RTE_CACHE_LINE_SIZE,
+				sizeof(*w->flow)) != 0)
+			rte_exit(EXIT_FAILURE, "no memory for flow tables\n");
+		w->flow = mem;
+		dp_flow_init(w->flow,
+				(uint64_t)dc->opt.flow_idle_s * rte_get_tsc_hz(),
+				(uint64_t)DP_FLOW_CLOSING_S * rte_get_tsc_hz(),
+				rte_rand());
+	}
+	if (dc->nb_workers > 1 && dc->opt.mode == DP_MODE_SWITCH) {
+		dc->handoff = rte_ring_create("dp_handoff", DP_HANDOFF_RING,
+				rte_socket_id(), RING_F_SC_DEQ);
+		if (dc->handoff == NULL)
+			rte_exit(EXIT_FAILURE, "hand-off ring: %s\n",
+					rte_strerror(rte_errno));
+	}
 	for (i = 0; i < dc->opt.nb_static_macs; i++) {
 		const struct dp_static_mac *sm = &dc->opt.static_macs[i];
 		uint16_t idx;
@@ -453,15 +610,29 @@ main(int argc, char **argv)
 	rc = dp_stats_start(dc);
 	if (rc != 0)
 		rte_exit(EXIT_FAILURE, "stats thread: %s\n", strerror(-rc));
-	printf("tsw-dataplane: ready, %u ports, mode %s, steering %s, "
-			"back-off %s\n", dc->nb_ports, dp_mode_name(dc->opt.mode),
+	dp_workers_print(dc);
+	printf("tsw-dataplane: ready, %u ports, %u workers, mode %s, "
+			"steering %s, back-off %s\n", dc->nb_ports, dc->nb_workers,
+			dp_mode_name(dc->opt.mode),
 			dc->steer_on ? "on" : "off",
 			dc->opt.no_backoff ? "off" : "on");
 	fflush(stdout);
 
-	dp_worker_loop(dc->opt.mode)(dc);
+	/* The start time before any worker runs: the control thread frees a
+	 * replaced pool at once while it is 0 (dp_mc_ctl.c). */
+	__atomic_store_n(&dc->worker_start_tsc, rte_rdtsc(), __ATOMIC_SEQ_CST);
+	for (i = 1; i < dc->nb_workers; i++) {
+		rc = rte_eal_remote_launch(dp_worker_main, &dc->workers[i],
+				dc->workers[i].lcore_id);
+		if (rc != 0)
+			rte_exit(EXIT_FAILURE, "worker %u on lcore %u: %s\n", i,
+					dc->workers[i].lcore_id, strerror(-rc));
+	}
+	dp_worker_main(&dc->workers[0]);
 
 	dp_force_quit = true;
+	rte_eal_mp_wait_lcore();
+	__atomic_store_n(&dc->worker_stop_tsc, rte_rdtsc(), __ATOMIC_RELEASE);
 	dp_stats_stop();
 	dp_ctl_stop();
 	for (i = 0; i < dc->nb_ports; i++) {
@@ -475,6 +646,15 @@ main(int argc, char **argv)
 	if (dc->opt.stats_file != NULL)
 		dp_stats_write(dc, NULL);
 	dp_mc_free(dc);
+	if (dc->handoff != NULL) {
+		void *m = NULL;
+
+		while (rte_ring_dequeue(dc->handoff, &m) == 0)
+			rte_pktmbuf_free(m);
+		rte_ring_free(dc->handoff);
+	}
+	for (i = 1; i < dc->nb_workers; i++)
+		free(dc->workers[i].flow);
 	printf("tsw-dataplane: stopped\n");
 	rte_eal_cleanup();
 	return 0;

@@ -3,8 +3,9 @@ look at a running one (tsw-dataplane).
 
 `serve` is the switch of a DPDK-mode ToR as a long-lived foreground service
 (torswitch.tor_dpdk): it runs tsw-dataplane on the namespace's ports (--rack-port, default
-every Ethernet port but the uplink and the tap; --uplink), gives its tap (--tap) the ToR's
-address (--tap-address) and restarts it when it dies. Its files (control socket control.sock,
+every Ethernet port but the uplink and the tap; --uplink), on one lcore or several (--lcores,
+--queues), gives its tap (--tap) the ToR's address (--tap-address) and restarts it when it
+dies. Its files (control socket control.sock,
 stats.prom, dataplane.log, status.json) go to --dir. Steering starts off and stays off until
 an engine supervisor (`torswitch run --dataplane-control DIR/control.sock`) turns it on with a
 lease while its engine is healthy; stopping or killing that supervisor leaves the rack
@@ -65,6 +66,11 @@ def register(subparsers: Any) -> None:
     serve.add_argument("--flow-idle-s", type=int, metavar="S",
                        help="forget a steering flow whose client sent nothing for S seconds "
                             "(default: the data plane's, 300)")
+    serve.add_argument("--lcores", type=lcores_arg, metavar="LIST",
+                       help="run the switch loop on these lcores (EAL -l, e.g. 0-1; the lowest "
+                            "is the main one); default: lcore 0 only")
+    serve.add_argument("--queues", type=int, metavar="N",
+                       help="queue pairs per af_packet port (default: one per lcore)")
     serve.add_argument("--binary", type=Path, metavar="PATH", help="tsw-dataplane to run")
     serve.add_argument("--namespace-mode", action="store_true",
                        help="the ToR is the named network namespace this runs in; refuse "
@@ -88,6 +94,16 @@ def register(subparsers: Any) -> None:
                           help="also list counters that are zero on every port")
     counters.set_defaults(func=run_counters)
     parser.set_defaults(func=lambda args: parser.print_help() or 2)
+
+
+def lcores_arg(text: str) -> tuple[int, ...]:
+    """argparse type of --lcores: an EAL lcore list (0-1, 0,2, ...)."""
+    from torswitch.dataplane import parse_lcores
+
+    try:
+        return parse_lcores(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _control_option(parser: argparse.ArgumentParser) -> None:
@@ -188,7 +204,7 @@ def run_serve(args: argparse.Namespace) -> int:
         config = DataplaneConfig(
             rack_ifaces=rack, uplink_iface=args.uplink, tap_iface=args.tap, tap_mac="fixed",
             steer_tcp_ports=ports, steering=False, flow_idle_s=args.flow_idle_s,
-            binary=args.binary or DEFAULT_BINARY,
+            lcores=args.lcores, queues=args.queues, binary=args.binary or DEFAULT_BINARY,
             # One EAL runtime directory per ToR namespace: several testbeds side by side.
             file_prefix=f"tsw-dp-{namespace}" if namespace else "tsw-dp")
     except ValueError as exc:

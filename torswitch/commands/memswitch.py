@@ -30,6 +30,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from torswitch.commands.dataplane import lcores_arg
 from torswitch.errors import TorswitchError
 
 log = logging.getLogger("torswitch.memswitch")
@@ -58,6 +59,11 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--probe-interval-ms", type=int, default=500, metavar="MS",
                         help="server probe period (default 500)")
     parser.add_argument("--lcore", type=int, default=0, help="the data plane's core (0)")
+    parser.add_argument("--lcores", type=lcores_arg, metavar="LIST",
+                        help="the data plane's cores instead (EAL -l, e.g. 0-1; the lowest "
+                             "owns the memcached state)")
+    parser.add_argument("--queues", type=int, metavar="N",
+                        help="queue pairs per af_packet port (default: one per core)")
     for flag, what in (("--mc-cache-slots", "cache slots (0: no cache)"),
                        ("--mc-hot-threshold", "gets before a key is cached"),
                        ("--mc-max-value", "largest cached value, bytes"),
@@ -111,7 +117,8 @@ def _dataplane_config(args: argparse.Namespace, workdir: Path) -> Any:
     try:
         return DataplaneConfig(
             rack_ifaces=list(args.rack_ifaces), uplink_iface=args.uplink, tap_iface=args.tap,
-            tap_mac="fixed", netns=args.netns, lcore=args.lcore, no_backoff=args.no_backoff,
+            tap_mac="fixed", netns=args.netns, lcore=args.lcore, lcores=args.lcores,
+            queues=args.queues, no_backoff=args.no_backoff,
             steering=False, binary=args.dataplane_binary or DEFAULT_BINARY,
             # One EAL runtime directory per namespace: several switches side by side.
             file_prefix=f"tsw-mc-{namespace}" if namespace else "tsw-mc",

@@ -2,9 +2,14 @@
 /*
  * The data plane's MAC table (dp_mac.c) without DPDK: learning, lookups,
  * moves, ageing, static entries, and what happens when a MAC's two buckets
- * are full. Times are plain numbers standing in for TSC values.
+ * are full; then two threads sharing one table, as the data plane's
+ * workers do (learning the same MACs, moving MACs under readers, fighting
+ * over one bucket pair). Times are plain numbers standing in for TSC
+ * values. `make run-tsan` runs this file under ThreadSanitizer.
  */
 #include <errno.h>
+#include <pthread.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -201,6 +206,241 @@ test_many(void)
 	CHECK(found >= n * 95 / 100, "only %u of %u found", found, n);
 }
 
+/* ---- two threads, one table ------------------------------------------- */
+
+#define LONG_AGE (UINT64_C(1) << 40)	/* nothing ages in these tests */
+#define SAME_MACS 4
+#define SAME_ROUNDS 20000
+#define ROUNDS 200
+
+static struct dp_mac_table shared;
+
+struct racer {
+	pthread_t thread;
+	unsigned int id;
+	uint16_t port;
+	struct dp_global_counters c;
+	unsigned int bad;	/* wrong answers seen (checked by main) */
+	const uint64_t *macs;	/* for the bucket fight */
+	unsigned int nmacs;
+};
+
+/* How many valid slots of its two buckets hold m (while the other thread
+ * waits, or after it joined). */
+static unsigned int
+copies_near(const struct dp_mac_table *t, uint64_t m)
+{
+	uint32_t b = dp_mac_bucket_of(m);
+	unsigned int i, j, n = 0;
+
+	for (i = 0; i < DP_MAC_PROBE_BUCKETS; i++)
+		for (j = 0; j < DP_MAC_BUCKET_SLOTS; j++) {
+			uint64_t w = __atomic_load_n(&t->buckets[(b + i) &
+					(DP_MAC_BUCKETS - 1)].slots[j].word,
+					__ATOMIC_ACQUIRE);
+
+			if ((w & DP_MAC_VALID) && (w & DP_MAC_ADDR_MASK) == m)
+				n++;
+		}
+	return n;
+}
+
+/* How many valid slots hold mac (after the threads joined). */
+static unsigned int
+copies(const struct dp_mac_table *t, uint64_t m)
+{
+	unsigned int i, j, n = 0;
+
+	for (i = 0; i < DP_MAC_BUCKETS; i++)
+		for (j = 0; j < DP_MAC_BUCKET_SLOTS; j++) {
+			uint64_t w = t->buckets[i].slots[j].word;
+
+			if ((w & DP_MAC_VALID) && (w & DP_MAC_ADDR_MASK) == m)
+				n++;
+		}
+	return n;
+}
+
+/* A spinning barrier for two threads: a blocking one wakes them
+ * microseconds apart, far too long for them to meet in the slow path. */
+static unsigned int gate_count, gate_gen;
+
+static void
+gate(void)
+{
+	unsigned int gen = __atomic_load_n(&gate_gen, __ATOMIC_ACQUIRE);
+	unsigned long spins = 0;
+
+	if (__atomic_add_fetch(&gate_count, 1, __ATOMIC_ACQ_REL) == 2) {
+		__atomic_store_n(&gate_count, 0, __ATOMIC_RELAXED);
+		__atomic_store_n(&gate_gen, gen + 1, __ATOMIC_RELEASE);
+		return;
+	}
+	while (__atomic_load_n(&gate_gen, __ATOMIC_ACQUIRE) == gen)
+		if (++spins % 1024 == 0)
+			sched_yield();	/* the other thread may not be running */
+}
+
+/* Both threads learn the same new MACs on the same port at the same
+ * moment, round after round: each MAC must end up in one slot, inserted
+ * and counted once (learned, or evicting an older one once the table is
+ * full). Thread 0 checks each round's MACs while thread 1 waits. */
+static void *
+learn_same(void *arg)
+{
+	struct racer *r = arg;
+	unsigned int round, i;
+
+	for (round = 0; round < SAME_ROUNDS; round++) {
+		gate();
+		for (i = 0; i < SAME_MACS; i++)
+			dp_mac_learn(&shared, mac(round * SAME_MACS + i + 1), 3,
+					T0 + round, &r->c);
+		gate();
+		if (r->id != 0)
+			continue;
+		for (i = 0; i < SAME_MACS; i++) {
+			uint64_t m = mac(round * SAME_MACS + i + 1);
+
+			r->bad += copies_near(&shared, m) != 1 ||
+				dp_mac_lookup(&shared, m, T0 + round) != 3;
+		}
+	}
+	return NULL;
+}
+
+static void
+test_concurrent_learning(void)
+{
+	struct racer r[2];
+	uint64_t inserted = 0, other = 0;
+	unsigned int t;
+
+	dp_mac_init(&shared, LONG_AGE);
+	memset(r, 0, sizeof(r));
+	for (t = 0; t < 2; t++) {
+		r[t].id = t;
+		pthread_create(&r[t].thread, NULL, learn_same, &r[t]);
+	}
+	for (t = 0; t < 2; t++) {
+		pthread_join(r[t].thread, NULL);
+		inserted += r[t].c.mac_learned + r[t].c.mac_evicted;
+		other += r[t].c.mac_moved + r[t].c.mac_learn_full;
+	}
+	CHECK(r[0].bad == 0, "%u MACs missing, on the wrong port or twice",
+			r[0].bad);
+	CHECK(inserted == (uint64_t)SAME_MACS * SAME_ROUNDS && other == 0,
+			"inserted %lu of %u, moved or full %lu",
+			(unsigned long)inserted, SAME_MACS * SAME_ROUNDS,
+			(unsigned long)other);
+}
+
+/* Thread 0 moves the MACs between ports 1 and 2; thread 1 looks them up
+ * meanwhile (always 1 or 2: they never age) and learns 512 MACs of its
+ * own, few enough that nothing is evicted. */
+static void *
+move_or_look(void *arg)
+{
+	struct racer *r = arg;
+	unsigned int round, i;
+
+	for (round = 0; round < ROUNDS; round++)
+		for (i = 0; i < 64; i++) {
+			uint64_t m = mac(i * 104729 + 5);
+
+			if (r->id == 0) {
+				dp_mac_learn(&shared, m, (uint16_t)(1 + (round & 1)),
+						T0 + round, &r->c);
+			} else {
+				int p = dp_mac_lookup(&shared, m, T0 + round);
+
+				r->bad += p != 1 && p != 2;
+				dp_mac_learn(&shared,
+						mac(0x100000 + (round * 64 + i) % 512),
+						9, T0 + round, &r->c);
+			}
+		}
+	return NULL;
+}
+
+static void
+test_lookups_during_moves(void)
+{
+	struct racer r[2];
+	unsigned int i, t, dup = 0;
+
+	dp_mac_init(&shared, LONG_AGE);
+	memset(r, 0, sizeof(r));
+	for (i = 0; i < 64; i++)
+		dp_mac_learn(&shared, mac(i * 104729 + 5), 2, T0, &c);
+	for (t = 0; t < 2; t++) {
+		r[t].id = t;
+		pthread_create(&r[t].thread, NULL, move_or_look, &r[t]);
+	}
+	for (t = 0; t < 2; t++)
+		pthread_join(r[t].thread, NULL);
+	CHECK(r[1].bad == 0, "%u lookups of moving MACs went wrong", r[1].bad);
+	CHECK(r[0].c.mac_moved == (uint64_t)64 * ROUNDS, "moves %lu",
+			(unsigned long)r[0].c.mac_moved);
+	CHECK(r[1].c.mac_learned == 512 && r[1].c.mac_evicted == 0 &&
+			r[0].c.mac_evicted == 0, "learned %lu evicted %lu",
+			(unsigned long)r[1].c.mac_learned,
+			(unsigned long)r[1].c.mac_evicted);
+	for (i = 0; i < 64; i++)
+		dup += copies(&shared, mac(i * 104729 + 5)) > 1;
+	CHECK(dup == 0, "%u moving MACs have two slots", dup);
+}
+
+/* Both threads learn MACs of one bucket pair, more than it holds: each
+ * insert evicts, under the buckets' locks. */
+static void *
+fight(void *arg)
+{
+	struct racer *r = arg;
+	unsigned int round, i;
+
+	for (round = 0; round < ROUNDS * 10; round++)
+		for (i = 0; i < r->nmacs; i++)
+			dp_mac_learn(&shared, r->macs[i], r->port,
+					T0 + round * r->nmacs + i, &r->c);
+	return NULL;
+}
+
+static void
+test_bucket_fight(void)
+{
+	uint64_t k[12];
+	struct racer r[2];
+	unsigned int i, t, live = 0, dup = 0, wrong = 0;
+
+	dp_mac_init(&shared, LONG_AGE);
+	colliding(k, 12);
+	memset(r, 0, sizeof(r));
+	for (t = 0; t < 2; t++) {
+		r[t].id = t;
+		r[t].port = (uint16_t)(t + 1);
+		r[t].macs = &k[t * 6];
+		r[t].nmacs = 6;
+		pthread_create(&r[t].thread, NULL, fight, &r[t]);
+	}
+	for (t = 0; t < 2; t++)
+		pthread_join(r[t].thread, NULL);
+	for (i = 0; i < 12; i++) {
+		int p = dp_mac_lookup(&shared, k[i], T0);
+
+		dup += copies(&shared, k[i]) > 1;
+		if (p >= 0) {
+			live++;
+			wrong += p != (i < 6 ? 1 : 2);
+		}
+	}
+	CHECK(dup == 0, "%u MACs in two slots", dup);
+	CHECK(wrong == 0, "%u MACs on the wrong port", wrong);
+	CHECK(live == DP_MAC_PROBE_BUCKETS * DP_MAC_BUCKET_SLOTS,
+			"%u live of 8 slots", live);
+	CHECK(r[0].c.mac_evicted + r[1].c.mac_evicted > 0, "no evictions");
+}
+
 int
 main(void)
 {
@@ -210,5 +450,8 @@ main(void)
 	test_table_full();
 	test_static();
 	test_many();
+	test_concurrent_learning();
+	test_lookups_during_moves();
+	test_bucket_fight();
 	TEST_MAIN_END("test_mac");
 }
