@@ -68,6 +68,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dp_lcname.h"
 #include "dp_mc_cache.h"
 #include "dp_mc_proto.h"
 
@@ -788,29 +789,15 @@ dp_mc_cache_entries(const struct dp_mc_cache *c)
 
 /* ---- names ------------------------------------------------------------- */
 
-/* The X-macro names in lower case, made at compile time: character i of
- * the name, folded, or NUL past its end. */
-#define DP_MC_FNAME_MAX 16
-#define DP_MC_FC(s, i)							\
-	((i) >= sizeof(s) - 1 ? '\0' :					\
-	 (s)[(i) < sizeof(s) ? (i) : 0] >= 'A' &&			\
-	 (s)[(i) < sizeof(s) ? (i) : 0] <= 'Z' ?			\
-	 (char)((s)[(i) < sizeof(s) ? (i) : 0] | 0x20) :		\
-	 (s)[(i) < sizeof(s) ? (i) : 0])
-#define DP_MC_FNAME(s) {						\
-	DP_MC_FC(s, 0), DP_MC_FC(s, 1), DP_MC_FC(s, 2), DP_MC_FC(s, 3),	\
-	DP_MC_FC(s, 4), DP_MC_FC(s, 5), DP_MC_FC(s, 6), DP_MC_FC(s, 7),	\
-	DP_MC_FC(s, 8), DP_MC_FC(s, 9), DP_MC_FC(s, 10), DP_MC_FC(s, 11), \
-	DP_MC_FC(s, 12), DP_MC_FC(s, 13), DP_MC_FC(s, 14), DP_MC_FC(s, 15) }
-
+/* Fill result names: the X-macro names in lower case (dp_lcname.h). */
 #define DP_MC_X(name, help)						\
-	_Static_assert(sizeof(#name) <= DP_MC_FNAME_MAX,		\
+	_Static_assert(sizeof(#name) <= DP_LCNAME_MAX,		\
 			"fill result name " #name " too long");
 DP_MC_FILL_RESULTS(DP_MC_X)
 #undef DP_MC_X
 
-static const char dp_mc_fill_names[DP_MC_FILL_RESULT_COUNT][DP_MC_FNAME_MAX] = {
-#define DP_MC_X(name, help) [DP_MC_FILL_##name] = DP_MC_FNAME(#name),
+static const char dp_mc_fill_names[DP_MC_FILL_RESULT_COUNT][DP_LCNAME_MAX] = {
+#define DP_MC_X(name, help) [DP_MC_FILL_##name] = DP_LCNAME(#name),
 	DP_MC_FILL_RESULTS(DP_MC_X)
 #undef DP_MC_X
 };

@@ -14,6 +14,7 @@
 #include <stddef.h>
 #include <string.h>
 
+#include "dp_lcname.h"
 #include "dp_mc_proto.h"
 
 #define DP_MC_MAX_BYTES 0x7ffffffdu	/* memcached: INT_MAX - 2 */
@@ -30,31 +31,15 @@ static const uint8_t dp_mc_op_kinds[DP_MC_OP_COUNT] = {
 #undef DP_MC_X
 };
 
-/*
- * Result names are the X-macro names in lower case, spelt out at compile
- * time one character at a time (in bounds: the index is clamped, and the
- * characters past the name are NULs).
- */
-#define DP_MC_NAME_MAX 16
-#define DP_MC_LC_AT(s, i) ((s)[(i) < sizeof(s) ? (i) : 0])
-#define DP_MC_LC(s, i)							\
-	((i) >= sizeof(s) - 1 ? '\0' :					\
-	 DP_MC_LC_AT(s, i) >= 'A' && DP_MC_LC_AT(s, i) <= 'Z' ?	\
-	 (char)(DP_MC_LC_AT(s, i) | 0x20) : DP_MC_LC_AT(s, i))
-#define DP_MC_LC16(s) {							\
-	DP_MC_LC(s, 0), DP_MC_LC(s, 1), DP_MC_LC(s, 2), DP_MC_LC(s, 3),	\
-	DP_MC_LC(s, 4), DP_MC_LC(s, 5), DP_MC_LC(s, 6), DP_MC_LC(s, 7),	\
-	DP_MC_LC(s, 8), DP_MC_LC(s, 9), DP_MC_LC(s, 10), DP_MC_LC(s, 11), \
-	DP_MC_LC(s, 12), DP_MC_LC(s, 13), DP_MC_LC(s, 14), DP_MC_LC(s, 15) }
-
+/* Result names: the X-macro names in lower case (dp_lcname.h). */
 #define DP_MC_X(name, help)						\
-	_Static_assert(sizeof(#name) <= DP_MC_NAME_MAX,			\
+	_Static_assert(sizeof(#name) <= DP_LCNAME_MAX,			\
 			"result name " #name " too long");
 DP_MC_RESULTS(DP_MC_X)
 #undef DP_MC_X
 
-static const char dp_mc_result_names[DP_MC_RESULT_COUNT][DP_MC_NAME_MAX] = {
-#define DP_MC_X(name, help) [DP_MC_##name] = DP_MC_LC16(#name),
+static const char dp_mc_result_names[DP_MC_RESULT_COUNT][DP_LCNAME_MAX] = {
+#define DP_MC_X(name, help) [DP_MC_##name] = DP_LCNAME(#name),
 	DP_MC_RESULTS(DP_MC_X)
 #undef DP_MC_X
 };
