@@ -31,6 +31,7 @@ from typing import NamedTuple
 
 import pytest
 from test_dataplane import LINE_SERVER, Daemon, run
+from test_dp_memcached import wait_tcp
 
 from torswitch.config import Pool, Server
 from torswitch.dataplane import Counters, Dataplane, DataplaneConfig, McServer, in_netns
@@ -107,22 +108,6 @@ def push_pool(bed: Bed) -> None:
                            bed.pool.hash_tag, True, mc_servers(bed))
 
 
-def _wait_tcp(ns: str, addr: str, port: int) -> None:
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            with in_netns(ns):
-                s = socket.socket()
-            with s:
-                s.settimeout(0.5)
-                s.connect((addr, port))
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
-
-
 @pytest.fixture(scope="module")
 def bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bed]:
     delete_namespaces()  # leftovers of a killed run
@@ -162,7 +147,7 @@ def bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bed]:
         for ns in HOSTS:
             echo.append(Daemon(ns, ECHO_SERVER, str(ECHO_PORT)))
         for ns, addr in SERVERS.items():
-            _wait_tcp(ns, addr, MC_PORT)
+            wait_tcp(ns, addr, MC_PORT)
         pool = Pool(name=POOL, servers=tuple(Server(a, MC_PORT, 1) for a in SERVERS.values()))
         b = Bed(dp, pool, macs)
         push_pool(b)

@@ -152,7 +152,7 @@ def bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bed]:
                                              SERVERS.values()))
         b = Bed(dp, macs, pool, daemons)
         for ns, addr in SERVERS.items():
-            _wait_tcp(ns, addr)
+            wait_tcp(ns, addr)
         push(b)
         yield b
     finally:
@@ -169,7 +169,8 @@ def bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bed]:
 
 # ---- helpers ------------------------------------------------------------------------------
 
-def _wait_tcp(ns: str, addr: str) -> None:
+def wait_tcp(ns: str, addr: str, port: int = PORT) -> None:
+    """Wait up to 10 s until addr:port accepts TCP connections from namespace ns."""
     deadline = time.monotonic() + 10
     while True:
         try:
@@ -177,7 +178,7 @@ def _wait_tcp(ns: str, addr: str) -> None:
                 s = socket.socket()
             with s:
                 s.settimeout(0.5)
-                s.connect((addr, PORT))
+                s.connect((addr, port))
                 return
         except OSError:
             if time.monotonic() > deadline:
